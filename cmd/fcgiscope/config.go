@@ -1,0 +1,180 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/rs/zerolog"
+
+	"github.com/fcgiscope/fcgiscope/fcgi"
+)
+
+// serveConfig is the configuration of `fcgiscope serve`. Every field is read
+// from its environment variable and can be overridden by the flag of the same
+// name in kebab case (FCGISCOPE_CONNECT_TIMEOUT -> --connect-timeout).
+type serveConfig struct {
+	Listen          string        `env:"FCGISCOPE_LISTEN" envDefault:"127.0.0.1:9001" help:"address the web server connects to (host:port or unix:/path)"`
+	ListenMode      string        `env:"FCGISCOPE_LISTEN_MODE" envDefault:"0660" help:"file mode of a unix listen socket, in octal"`
+	Upstream        string        `env:"FCGISCOPE_UPSTREAM" envDefault:"127.0.0.1:9000" help:"php-fpm address (host:port or unix:/path)"`
+	ConnectTimeout  time.Duration `env:"FCGISCOPE_CONNECT_TIMEOUT" envDefault:"3s" help:"how long to wait for php-fpm to accept a connection"`
+	ReadTimeout     time.Duration `env:"FCGISCOPE_READ_TIMEOUT" envDefault:"0s" help:"fail a request when php-fpm sends nothing for this long; 0 turns it off"`
+	HoldBytes       int           `env:"FCGISCOPE_HOLD_BYTES" envDefault:"65536" help:"response bytes held back so that a dying worker's response can still be replaced; 0 streams at once"`
+	MaxParamsBytes  int           `env:"FCGISCOPE_MAX_PARAMS_BYTES" envDefault:"1048576" help:"largest FastCGI PARAMS stream accepted from the web server"`
+	ShutdownTimeout time.Duration `env:"FCGISCOPE_SHUTDOWN_TIMEOUT" envDefault:"30s" help:"how long requests in flight may take to finish on SIGTERM"`
+	LogFormat       string        `env:"FCGISCOPE_LOG_FORMAT" envDefault:"json" help:"log format: json or console"`
+	LogLevel        string        `env:"FCGISCOPE_LOG_LEVEL" envDefault:"info" help:"log level: debug, info, warn or error"`
+
+	// Parsed forms, filled in by validate.
+	listenAddr   fcgi.Addr
+	listenMode   fs.FileMode
+	upstreamAddr fcgi.Addr
+	logLevel     zerolog.Level
+}
+
+// configError is an invalid setting, reported once at start.
+type configError struct {
+	Var, Value, Problem string
+}
+
+func (e *configError) Error() string {
+	return fmt.Sprintf("%s=%q: %s", e.Var, e.Value, e.Problem)
+}
+
+// flagName turns FCGISCOPE_CONNECT_TIMEOUT into connect-timeout.
+func flagName(envName string) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(envName, "FCGISCOPE_")), "_", "-")
+}
+
+// configFields lists the fields of a config struct that have an env tag.
+func configFields(cfg any) []reflect.StructField {
+	var fields []reflect.StructField
+	t := reflect.TypeOf(cfg).Elem()
+	for i := range t.NumField() {
+		if f := t.Field(i); f.Tag.Get("env") != "" {
+			fields = append(fields, f)
+		}
+	}
+	return fields
+}
+
+// loadConfig reads cfg from environ and then from args, which are flags
+// named after the variables. It returns the remaining arguments.
+func loadConfig(cfg any, name string, args []string, environ []string, usage io.Writer) ([]string, error) {
+	vars := make(map[string]string)
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
+	fields := configFields(cfg)
+	fset := flag.NewFlagSet(name, flag.ContinueOnError)
+	fset.SetOutput(usage)
+	for _, f := range fields {
+		envName := f.Tag.Get("env")
+		def, _ := f.Tag.Lookup("envDefault")
+		fset.Func(flagName(envName), fmt.Sprintf("%s (env %s, default %q)", f.Tag.Get("help"), envName, def), func(v string) error {
+			vars[envName] = v
+			return nil
+		})
+	}
+	fset.Usage = func() {
+		fmt.Fprintf(usage, "Usage: fcgiscope %s [flags]\n\nEvery flag can also be set by its environment variable; flags win.\n\n", name)
+		fset.PrintDefaults()
+	}
+	if err := fset.Parse(args); err != nil {
+		return nil, err
+	}
+	opts := env.Options{
+		Environment: vars,
+		FuncMap: map[reflect.Type]env.ParserFunc{
+			reflect.TypeOf(time.Duration(0)): func(v string) (any, error) {
+				d, err := time.ParseDuration(v)
+				if err != nil || d < 0 {
+					return nil, errors.New("not a duration; write it with a unit, as in 3s, 500ms or 1m, or 0 to turn it off")
+				}
+				return d, nil
+			},
+			reflect.TypeOf(0): func(v string) (any, error) {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 0 {
+					return nil, errors.New("not a whole number of zero or more")
+				}
+				return n, nil
+			},
+		},
+	}
+	if err := env.ParseWithOptions(cfg, opts); err != nil {
+		return nil, explainEnvError(err, fields, vars)
+	}
+	return fset.Args(), nil
+}
+
+// explainEnvError rewrites the env package's error, which names the Go
+// field, so that it names the variable and the value the user gave.
+func explainEnvError(err error, fields []reflect.StructField, vars map[string]string) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	var msgs []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if !errors.As(e, &pe) {
+			msgs = append(msgs, e)
+			continue
+		}
+		for _, f := range fields {
+			if f.Name == pe.Name {
+				name := f.Tag.Get("env")
+				problem := pe.Err.Error()
+				msgs = append(msgs, &configError{Var: name, Value: vars[name], Problem: problem})
+			}
+		}
+	}
+	return errors.Join(msgs...)
+}
+
+// validate checks the values and fills in the parsed forms.
+func (c *serveConfig) validate() error {
+	var errs []error
+	var err error
+	if c.listenAddr, err = fcgi.ParseAddr(c.Listen); err != nil {
+		errs = append(errs, &configError{"FCGISCOPE_LISTEN", c.Listen, err.Error()})
+	}
+	if c.upstreamAddr, err = fcgi.ParseAddr(c.Upstream); err != nil {
+		errs = append(errs, &configError{"FCGISCOPE_UPSTREAM", c.Upstream, err.Error()})
+	}
+	if err == nil && c.listenAddr == c.upstreamAddr {
+		errs = append(errs, &configError{"FCGISCOPE_UPSTREAM", c.Upstream, "it is the address fcgiscope listens on; point it at php-fpm"})
+	}
+	if m, err := strconv.ParseUint(c.ListenMode, 8, 32); err != nil || m > 0o777 {
+		errs = append(errs, &configError{"FCGISCOPE_LISTEN_MODE", c.ListenMode, "not an octal file mode; write it as php-fpm's listen.mode, as in 0660"})
+	} else {
+		c.listenMode = fs.FileMode(m)
+	}
+	switch c.LogFormat {
+	case "json", "console":
+	default:
+		errs = append(errs, &configError{"FCGISCOPE_LOG_FORMAT", c.LogFormat, "must be json or console"})
+	}
+	if c.logLevel, err = zerolog.ParseLevel(strings.ToLower(c.LogLevel)); err != nil || c.LogLevel == "" {
+		errs = append(errs, &configError{"FCGISCOPE_LOG_LEVEL", c.LogLevel, "must be one of trace, debug, info, warn, error"})
+	}
+	return errors.Join(errs...)
+}
+
+// newLogger returns the logger the configuration asks for, writing to w.
+func newLogger(format string, level zerolog.Level, w io.Writer) zerolog.Logger {
+	if format == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.DateTime}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}

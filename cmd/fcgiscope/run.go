@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+	exitSIGINT  = 130
+	exitSIGTERM = 143
+)
+
+// version and commit are set at link time (-ldflags "-X main.version=...").
+var (
+	version = "dev"
+	commit  = ""
+)
+
+const usageText = `fcgiscope relays FastCGI between a web server and php-fpm and explains every failure.
+
+Usage:
+  fcgiscope [serve] [flags]   run the sidecar (the default)
+  fcgiscope version           print the version
+
+Run 'fcgiscope serve -h' for the settings of serve.
+`
+
+// run is main without the exit, so that tests can call it.
+func run(args []string) int {
+	cmd := "serve"
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		ctx, stop := signalContext()
+		defer stop()
+		return serve(ctx, args, os.Environ(), os.Stdout, os.Stderr)
+	case "version":
+		printVersion(os.Stdout)
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(os.Stdout, usageText)
+		return exitOK
+	}
+	fmt.Fprintf(os.Stderr, "fcgiscope: unknown command %q\n\n%s", cmd, usageText)
+	return exitUsage
+}
+
+func printVersion(w io.Writer) {
+	c := commit
+	if c == "" {
+		if info, ok := debug.ReadBuildInfo(); ok {
+			for _, s := range info.Settings {
+				if s.Key == "vcs.revision" {
+					c = s.Value
+				}
+			}
+		}
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	fmt.Fprintf(w, "fcgiscope %s (commit %s, %s)\n", version, c, runtime.Version())
+}
+
+// signalContext returns a context that ends on the first SIGINT or SIGTERM.
+// The cause of the context names the signal.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		sig, ok := <-ch
+		if !ok {
+			return
+		}
+		cancel(&stopSignalError{sig})
+		// A second signal stops at once, as people expect of Ctrl-C.
+		if sig, ok := <-ch; ok {
+			fmt.Fprintf(os.Stderr, "fcgiscope: second %v, stopping now\n", sig)
+			os.Exit(exitCodeFor(sig))
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(ch)
+		cancel(nil)
+	}
+}
+
+type stopSignalError struct{ sig os.Signal }
+
+func (e *stopSignalError) Error() string { return "received " + e.sig.String() }
+
+func exitCodeFor(sig os.Signal) int {
+	if sig == syscall.SIGINT {
+		return exitSIGINT
+	}
+	return exitSIGTERM
+}
+
+// exitCodeForContext maps how ctx ended to the exit code of a clean stop.
+func exitCodeForContext(ctx context.Context) int {
+	var se *stopSignalError
+	if errors.As(context.Cause(ctx), &se) {
+		return exitCodeFor(se.sig)
+	}
+	return exitOK
+}
+
+func isHelp(err error) bool { return errors.Is(err, flag.ErrHelp) }

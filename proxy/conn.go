@@ -1,0 +1,310 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fcgiscope/fcgiscope/fcgi"
+)
+
+// lingerAfterEnd is how long a connection the web server asked to close is
+// kept open after END_REQUEST, so that the web server closes first and
+// nothing it still sends turns into a reset that could cost it our response.
+const lingerAfterEnd = 5 * time.Second
+
+// conn is one downstream connection. Its goroutine reads the web server's
+// records and forwards the request; each request's response is relayed by a
+// goroutine of its own (see request.relayResponse). Requests on one
+// connection follow each other: FastCGI multiplexing is refused.
+type conn struct {
+	srv    *Server
+	id     uint64
+	nc     net.Conn
+	r      *fcgi.Reader
+	active atomic.Bool // a request is in flight
+
+	wmu sync.Mutex // guards w: both the connection and response goroutines write
+	w   *fcgi.Writer
+
+	params fcgi.ParamsBuffer
+	req    *request // the latest request, possibly finished
+}
+
+func (c *conn) serve() {
+	defer c.srv.forget(c)
+	defer c.nc.Close()
+	c.r = fcgi.NewReader(c.nc)
+	c.w = fcgi.NewWriter(c.nc)
+	c.params.Limit = c.srv.maxParams()
+	for {
+		h, err := c.r.Next()
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		if err := c.handle(h); err != nil {
+			c.srv.Log.Warn().Uint64("conn", c.id).Err(err).Msg("closing the web server's connection")
+			if q := c.req; q != nil && !q.responseDone() {
+				q.abortUpstream(err)
+				<-q.respDone
+			}
+			c.req.finishStdinSide()
+			return
+		}
+	}
+}
+
+// abort closes the connection at once; used by Server.Close.
+func (c *conn) abort() {
+	c.nc.Close()
+}
+
+// readFailed handles the end of the downstream stream.
+func (c *conn) readFailed(err error) {
+	q := c.req
+	if q == nil {
+		return
+	}
+	if !q.responseDone() {
+		// The web server went away mid-request: nginx does so when the
+		// client aborts or its fastcgi_read_timeout expires.
+		var cause error = ErrClientAborted
+		if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			cause = fmt.Errorf("%w: %w", ErrClientAborted, err)
+		}
+		if c.srv.closing.Load() && errors.Is(err, net.ErrClosed) {
+			cause = ErrShutdown
+		}
+		q.abortUpstream(cause)
+		<-q.respDone
+	}
+	q.finishStdinSide()
+}
+
+func (c *conn) handle(h fcgi.Header) error {
+	if h.RequestID == 0 {
+		return c.handleManagement(h)
+	}
+	q := c.req
+	if h.Type == fcgi.TypeBeginRequest {
+		if q != nil && !q.responseDone() {
+			if h.RequestID != q.id {
+				// nginx never multiplexes; a client that tries is told
+				// to open another connection, as the spec has it.
+				return c.writeLocked(func(w *fcgi.Writer) error {
+					return w.WriteEndRequest(h.RequestID, fcgi.EndRequest{ProtocolStatus: fcgi.StatusCantMPXConn})
+				})
+			}
+			return &ProtocolError{Reason: fmt.Sprintf("BEGIN_REQUEST for request %d, which is still in flight", h.RequestID)}
+		}
+		if q != nil {
+			// The response is done but the body never ended: the web
+			// server gave up sending it.
+			q.finishStdinSide()
+		}
+		return c.begin(h)
+	}
+	if q == nil || h.RequestID != q.id || q.stdinDone {
+		// Records of requests that are not active are ignored, as the
+		// spec asks.
+		return nil
+	}
+	switch h.Type {
+	case fcgi.TypeParams:
+		return c.handleParams(q)
+	case fcgi.TypeStdin, fcgi.TypeData:
+		c.forwardBody(q, h)
+	case fcgi.TypeAbortRequest:
+		if !q.responseDone() {
+			q.abortUpstream(fmt.Errorf("%w (ABORT_REQUEST)", ErrClientAborted))
+			<-q.respDone
+		}
+		q.finishStdinSide()
+	default:
+		return &ProtocolError{Reason: fmt.Sprintf("unexpected %s record from the web server", h.Type)}
+	}
+	return nil
+}
+
+func (c *conn) handleManagement(h fcgi.Header) error {
+	switch h.Type {
+	case fcgi.TypeGetValues:
+		var body []byte
+		err := fcgi.ForEachPair(c.r.Content(), func(name, _ []byte) bool {
+			switch string(name) {
+			case fcgi.ValueMPXSConns:
+				body = fcgi.AppendPair(body, string(name), "0")
+			case fcgi.ValueMaxConns, fcgi.ValueMaxReqs:
+				body = fcgi.AppendPair(body, string(name), "1000")
+			}
+			return true
+		})
+		if err != nil {
+			return &ProtocolError{Reason: "bad GET_VALUES: " + err.Error()}
+		}
+		return c.writeLocked(func(w *fcgi.Writer) error {
+			return w.WriteRecord(fcgi.TypeGetValuesResult, 0, body)
+		})
+	case fcgi.TypeBeginRequest, fcgi.TypeParams, fcgi.TypeStdin, fcgi.TypeData, fcgi.TypeAbortRequest:
+		return &ProtocolError{Reason: fmt.Sprintf("%s record with request id 0", h.Type)}
+	}
+	// Any other management record gets UNKNOWN_TYPE, as the spec asks.
+	body := [8]byte{byte(h.Type)}
+	return c.writeLocked(func(w *fcgi.Writer) error {
+		return w.WriteRecord(fcgi.TypeUnknownType, 0, body[:])
+	})
+}
+
+// writeLocked runs fn with the downstream writer and flushes.
+func (c *conn) writeLocked(fn func(w *fcgi.Writer) error) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := fn(c.w); err != nil {
+		return err
+	}
+	return c.w.Flush()
+}
+
+func (c *conn) begin(h fcgi.Header) error {
+	b, err := fcgi.ParseBeginRequest(c.r.Content())
+	if err != nil {
+		return &ProtocolError{Reason: err.Error()}
+	}
+	c.active.Store(true)
+	c.params.Reset()
+	q := &request{
+		c:        c,
+		id:       h.RequestID,
+		keepConn: b.KeepConn(),
+		begin:    b,
+		respDone: make(chan struct{}),
+	}
+	q.pending.Store(2)
+	q.trace = Trace{
+		ConnID:        c.id,
+		FCGIRequestID: h.RequestID,
+		KeepConn:      b.KeepConn(),
+		Role:          b.Role,
+		Upstream:      c.srv.Upstream,
+		Accepted:      time.Now(),
+	}
+	c.req = q
+	return nil
+}
+
+func (c *conn) handleParams(q *request) error {
+	t := &q.trace
+	if !t.ParamsDone.IsZero() {
+		return &ProtocolError{Reason: "PARAMS record after the end of the PARAMS stream"}
+	}
+	content := c.r.Content()
+	if len(content) > 0 {
+		if err := c.params.Append(content); err != nil {
+			// Answer with what is known and ignore the rest of the
+			// request's records.
+			t.ParamsDone = time.Now()
+			c.noteParams(q)
+			q.failEarly(err)
+			return nil
+		}
+		return nil
+	}
+	t.ParamsDone = time.Now()
+	if err := c.noteParams(q); err != nil {
+		q.failEarly(&ProtocolError{Reason: err.Error()})
+		return nil
+	}
+	c.startUpstream(q)
+	return nil
+}
+
+// noteParams copies the params the Trace keeps.
+func (c *conn) noteParams(q *request) error {
+	t := &q.trace
+	var xrid string
+	err := c.params.ForEach(func(name, value []byte) bool {
+		switch string(name) {
+		case "REQUEST_METHOD":
+			t.Method = string(value)
+		case "REQUEST_URI":
+			t.URI = string(value)
+		case "SCRIPT_FILENAME":
+			t.Script = string(value)
+		case "REMOTE_ADDR":
+			t.RemoteAddr = string(value)
+		case "HTTP_ACCEPT":
+			t.Accept = string(value)
+		case "HTTP_HOST":
+			t.Host = string(value)
+		case "REQUEST_ID":
+			t.RequestID = string(value)
+		case "HTTP_X_REQUEST_ID":
+			xrid = string(value)
+		}
+		return true
+	})
+	if t.RequestID == "" {
+		t.RequestID = xrid
+	}
+	if t.RequestID == "" {
+		t.RequestID = c.srv.reqIDs.next()
+	}
+	return err
+}
+
+// startUpstream connects to the upstream, sends the request head and starts
+// relaying the response. The body follows as the web server sends it.
+func (c *conn) startUpstream(q *request) {
+	t := &q.trace
+	t.DialStart = time.Now()
+	up, err := c.srv.dial(c.srv.ctx)
+	if err != nil {
+		q.failEarly(err)
+		return
+	}
+	t.DialEnd = time.Now()
+	q.up = up
+	q.upw = fcgi.NewWriter(up)
+	// One upstream connection per request: the upstream may close it
+	// when the request ends, whatever the web server asked for.
+	q.upw.WriteBeginRequest(q.id, fcgi.BeginRequest{Role: q.begin.Role, Flags: q.begin.Flags &^ fcgi.FlagKeepConn})
+	q.upw.WriteStream(fcgi.TypeParams, q.id, c.params.Bytes())
+	q.upw.EndStream(fcgi.TypeParams, q.id)
+	if c.r.Buffered() == 0 {
+		q.upErr = q.upw.Flush()
+	}
+	go q.relayResponse()
+}
+
+// forwardBody forwards one STDIN or DATA record.
+func (c *conn) forwardBody(q *request, h fcgi.Header) {
+	if q.trace.ParamsDone.IsZero() {
+		return
+	}
+	n := int64(h.ContentLength)
+	end := h.Type == fcgi.TypeStdin && n == 0
+	if q.upw != nil && q.upErr == nil {
+		q.upErr = q.upw.WriteRaw(c.r.Raw())
+		// Flush only when the web server has nothing more ready, so that
+		// a request that arrived in one piece leaves in one piece.
+		if q.upErr == nil && (end || c.r.Buffered() == 0) {
+			q.upErr = q.upw.Flush()
+		}
+		// A write error means the upstream went away; its reader sees
+		// why and answers for it. The rest of the body is dropped.
+	}
+	q.mu.Lock()
+	q.trace.BytesIn += n
+	if end {
+		q.trace.StdinDone = time.Now()
+	}
+	q.mu.Unlock()
+	if end {
+		q.finishStdinSide()
+	}
+}

@@ -1,0 +1,360 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fcgiscope/fcgiscope/fcgi"
+)
+
+// request is one request in flight. The connection goroutine owns the request
+// side (params, body, the fields of the Trace about them, under mu once the
+// response goroutine runs); the response goroutine owns the rest. Whichever
+// side finishes last hands the Trace to the Observer.
+type request struct {
+	c        *conn
+	id       uint16
+	keepConn bool
+	begin    fcgi.BeginRequest
+
+	up    net.Conn
+	upw   *fcgi.Writer // written by the connection goroutine only
+	upErr error        // first write error towards the upstream
+
+	mu    sync.Mutex // guards trace.BytesIn and trace.StdinDone
+	trace Trace
+
+	stdinDone bool          // connection goroutine only
+	respDone  chan struct{} // closed when the response side is over
+	pending   atomic.Int32  // sides not yet finished
+	abortErr  atomic.Pointer[error]
+}
+
+func (q *request) responseDone() bool {
+	select {
+	case <-q.respDone:
+		return true
+	default:
+		return false
+	}
+}
+
+// finishStdinSide marks the request side over. It is safe on a nil request
+// and when called more than once.
+func (q *request) finishStdinSide() {
+	if q == nil || q.stdinDone {
+		return
+	}
+	q.stdinDone = true
+	q.finishSide()
+}
+
+func (q *request) finishSide() {
+	if q.pending.Add(-1) != 0 {
+		return
+	}
+	c := q.c
+	if obs := c.srv.Observer; obs != nil {
+		obs.Observe(&q.trace)
+	}
+	c.active.Store(false)
+}
+
+// abortUpstream stops the response side because the web server is gone or
+// broke the protocol; err says why.
+func (q *request) abortUpstream(err error) {
+	q.abortErr.CompareAndSwap(nil, &err)
+	if q.up != nil {
+		q.up.Close()
+	}
+}
+
+// failEarly ends a request that failed before any upstream exchange: the
+// connection goroutine answers for it at once, then keeps reading the body
+// the web server still sends so that the connection stays usable.
+func (q *request) failEarly(err error) {
+	q.trace.Err = err
+	q.trace.End = time.Now()
+	q.replace()
+	q.endResponse()
+}
+
+// endResponse closes the response side.
+func (q *request) endResponse() {
+	if q.up != nil {
+		q.up.Close()
+	}
+	if !q.keepConn {
+		// The web server asked us to close after this request. Half-close
+		// so it sees the end, and give it a moment to close first.
+		if cw, ok := q.c.nc.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		q.c.nc.SetReadDeadline(time.Now().Add(lingerAfterEnd))
+	}
+	close(q.respDone)
+	q.finishSide()
+}
+
+// replace sends the Responder's reply in place of the upstream's response.
+func (q *request) replace() {
+	t := &q.trace
+	q.mu.Lock()
+	var rep Reply
+	if r := q.c.srv.Responder; r != nil {
+		rep = r.Respond(t)
+	} else {
+		rep = plainReply(t)
+	}
+	q.mu.Unlock()
+	var hs headerScanner
+	hs.feed(rep.CGI)
+	t.Status, t.ContentType = hs.status, hs.ctype
+	t.Replaced = true
+	err := q.c.writeLocked(func(w *fcgi.Writer) error {
+		if rep.LogLine != "" {
+			w.WriteStream(fcgi.TypeStderr, q.id, []byte(rep.LogLine+"\n"))
+		}
+		w.WriteStream(fcgi.TypeStdout, q.id, rep.CGI)
+		w.EndStream(fcgi.TypeStdout, q.id)
+		return w.WriteEndRequest(q.id, fcgi.EndRequest{})
+	})
+	if err == nil {
+		t.BytesOut += int64(len(rep.CGI))
+	}
+}
+
+// plainReply is the reply when no Responder is set.
+func plainReply(t *Trace) Reply {
+	msg := "fcgiscope: the request failed: " + t.Err.Error()
+	return Reply{
+		CGI:     []byte("Status: 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n\r\n" + msg + "\n"),
+		LogLine: msg + " (request_id=" + t.RequestID + ")",
+	}
+}
+
+// readerPool keeps upstream record readers, whose 64 KiB buffers would
+// otherwise be allocated for every request.
+var readerPool = sync.Pool{New: func() any { return fcgi.NewReader(nil) }}
+
+// relayResponse reads the upstream's response and forwards it to the web
+// server, holding back its start as configured. It runs on its own goroutine.
+func (q *request) relayResponse() {
+	ur := readerPool.Get().(*fcgi.Reader)
+	ur.Reset(q.up)
+	defer readerPool.Put(ur)
+	srv := q.c.srv
+	t := &q.trace
+	r := relay{q: q, holding: srv.HoldBytes > 0}
+	for {
+		if srv.ReadTimeout > 0 {
+			q.up.SetReadDeadline(time.Now().Add(srv.ReadTimeout))
+		}
+		h, err := ur.Next()
+		if err != nil {
+			r.fail(upstreamReadError(err, srv.ReadTimeout))
+			return
+		}
+		if h.RequestID != q.id {
+			r.fail(&ProtocolError{Upstream: true, Reason: fmt.Sprintf("%s record for request %d, but request %d was sent", h.Type, h.RequestID, q.id)})
+			return
+		}
+		content := ur.Content()
+		switch h.Type {
+		case fcgi.TypeStdout:
+			if len(content) > 0 {
+				if t.FirstByte.IsZero() {
+					t.FirstByte = time.Now()
+				}
+				t.UpstreamBytes += int64(len(content))
+				r.headers.feed(content)
+				if r.headers.complete && t.Status == 0 {
+					t.Status, t.ContentType = r.headers.status, r.headers.ctype
+				}
+			}
+			r.stdout += int64(len(content))
+		case fcgi.TypeStderr:
+			if keep := srv.stderrExcerpt() - len(t.Stderr); keep > 0 {
+				t.Stderr = append(t.Stderr, content[:min(keep, len(content))]...)
+			}
+			t.StderrBytes += int64(len(content))
+		case fcgi.TypeEndRequest:
+			end, err := fcgi.ParseEndRequest(content)
+			if err != nil {
+				r.fail(&ProtocolError{Upstream: true, Reason: err.Error()})
+				return
+			}
+			t.EndRequest, t.Ended = end, true
+			if !r.headers.complete && end.ProtocolStatus == fcgi.StatusRequestComplete && t.UpstreamBytes > 0 {
+				// Not a failure: nginx itself complains about such a
+				// response, and fcgiscope passes it on unchanged.
+				srv.Log.Debug().Str("request_id", t.RequestID).Msg("the upstream's response has no complete CGI headers")
+			}
+			if end.ProtocolStatus != fcgi.StatusRequestComplete && r.forwardedStdout == 0 {
+				// OVERLOADED and its kind: nothing was served, so an
+				// explanation can stand in.
+				t.Err = &RejectedError{Status: end.ProtocolStatus}
+				r.discardHold()
+				t.End = time.Now()
+				q.replace()
+				q.endResponse()
+				return
+			}
+			if err := r.forward(ur.Raw(), true); err != nil {
+				r.downstreamFailed(err)
+				return
+			}
+			t.End = time.Now()
+			q.endResponse()
+			return
+		case fcgi.TypeGetValuesResult, fcgi.TypeUnknownType:
+			continue
+		default:
+			r.fail(&ProtocolError{Upstream: true, Reason: fmt.Sprintf("unexpected %s record from the upstream", h.Type)})
+			return
+		}
+		if err := r.forward(ur.Raw(), ur.Buffered() == 0); err != nil {
+			r.downstreamFailed(err)
+			return
+		}
+	}
+}
+
+// RejectedError is an END_REQUEST whose protocol status refuses the request
+// (OVERLOADED, CANT_MPX_CONN, UNKNOWN_ROLE).
+type RejectedError struct {
+	Status fcgi.ProtocolStatus
+}
+
+func (e *RejectedError) Error() string {
+	return "the upstream refused the request with END_REQUEST " + e.Status.String()
+}
+
+func upstreamReadError(err error, readTimeout time.Duration) error {
+	var ve *fcgi.VersionError
+	if errors.As(err, &ve) {
+		return err
+	}
+	if readTimeout > 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w (%s)", ErrReadTimeout, readTimeout)
+	}
+	return fmt.Errorf("%w: %w", fcgi.ErrNoEndRequest, err)
+}
+
+// relay is the response side's state.
+type relay struct {
+	q       *request
+	headers headerScanner
+	stdout  int64 // STDOUT content bytes read from the upstream
+
+	holding         bool
+	hold            []byte // raw records held back
+	heldStdout      int64
+	forwardedStdout int64 // STDOUT content bytes sent downstream
+}
+
+// forward sends one raw record downstream, or holds it back while the start
+// of the response is still being held.
+func (r *relay) forward(raw []byte, flush bool) error {
+	q := r.q
+	stdoutLen := int64(0)
+	if fcgi.RecordType(raw[1]) == fcgi.TypeStdout {
+		stdoutLen = int64(raw[4])<<8 | int64(raw[5]) // content length
+	}
+	if r.holding {
+		r.hold = append(r.hold, raw...)
+		r.heldStdout += stdoutLen
+		end := fcgi.RecordType(raw[1]) == fcgi.TypeEndRequest
+		if !end && !(r.headers.done && (r.headers.streaming || r.heldStdout >= int64(q.c.srv.HoldBytes))) {
+			return nil
+		}
+		r.holding = false
+		raw, stdoutLen, flush = r.hold, r.heldStdout, true
+	}
+	err := q.c.writeRaw(raw, flush)
+	if err == nil {
+		r.forwardedStdout += stdoutLen
+		q.trace.BytesOut += stdoutLen
+	}
+	r.hold = nil
+	return err
+}
+
+func (r *relay) discardHold() {
+	r.hold, r.heldStdout, r.holding = nil, 0, false
+}
+
+// downstreamFailed ends a request whose web server can no longer be written
+// to.
+func (r *relay) downstreamFailed(err error) {
+	q := r.q
+	t := &q.trace
+	if p := q.abortErr.Load(); p != nil {
+		t.Err = *p
+	} else {
+		t.Err = fmt.Errorf("%w: %w", ErrClientAborted, err)
+	}
+	t.End = time.Now()
+	q.endResponse()
+}
+
+// fail ends a request whose upstream failed. While nothing of the response
+// has reached the web server, an explanation replaces it; after that the
+// downstream exchange is broken off so the web server cannot mistake the
+// partial response for a whole one.
+func (r *relay) fail(err error) {
+	q := r.q
+	t := &q.trace
+	t.End = time.Now()
+	if p := q.abortErr.Load(); p != nil {
+		// The web server is gone or broke the protocol; nobody to tell.
+		t.Err = *p
+		q.endResponse()
+		return
+	}
+	t.Err = err
+	if r.forwardedStdout == 0 {
+		r.discardHold()
+		q.replace()
+		q.endResponse()
+		return
+	}
+	t.Truncated = true
+	q.c.breakOff(q, fmt.Sprintf("fcgiscope: the upstream failed after %d response bytes were sent, the response is incomplete: %v (request_id=%s)", r.forwardedStdout, err, t.RequestID))
+	q.endResponse()
+}
+
+// writeRaw writes raw records downstream.
+func (c *conn) writeRaw(raw []byte, flush bool) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.w.WriteRaw(raw); err != nil {
+		return err
+	}
+	if flush {
+		return c.w.Flush()
+	}
+	return nil
+}
+
+// breakOff ends the downstream exchange so that the web server treats the
+// response as failed: a line for its error log, then a record type nginx
+// rejects, then a reset (on TCP) or close. A plain close would not do: with
+// fastcgi_keep_conn off nginx takes EOF as the end of the response.
+func (c *conn) breakOff(q *request, line string) {
+	c.wmu.Lock()
+	c.w.WriteStream(fcgi.TypeStderr, q.id, []byte(line+"\n"))
+	body := [8]byte{byte(fcgi.TypeUnknownType)}
+	c.w.WriteRecord(fcgi.TypeUnknownType, q.id, body[:])
+	c.w.Flush()
+	c.wmu.Unlock()
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.nc.Close()
+}

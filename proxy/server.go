@@ -1,0 +1,267 @@
+// Package proxy is the relay between a FastCGI client such as nginx and a
+// FastCGI application such as php-fpm. It forwards every record, times each
+// request, holds back the start of each response so that a failure can still
+// be replaced by an explanation, and never lets a broken response look
+// complete. It produces a Trace per request and leaves explaining failures to
+// a Responder and recording them to an Observer.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fcgiscope/fcgiscope/fcgi"
+)
+
+// Defaults applied to zero fields of Server.
+const (
+	DefaultConnectTimeout = 3 * time.Second
+	DefaultMaxParamsBytes = 1 << 20
+	DefaultStderrExcerpt  = 4 << 10
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// A Responder writes the response sent to the web server in place of the
+// upstream's when a request fails before any of the response was forwarded.
+type Responder interface {
+	Respond(t *Trace) Reply
+}
+
+// Reply is a replacement response.
+type Reply struct {
+	// CGI is the response in CGI form: headers including Status, a blank
+	// line, the body.
+	CGI []byte
+	// LogLine, when not empty, is sent as FCGI_STDERR so that the web
+	// server's error log carries it.
+	LogLine string
+}
+
+// An Observer receives every finished request. Observe is called once per
+// request, from the relay's goroutines, and must not keep t after it returns.
+type Observer interface {
+	Observe(t *Trace)
+}
+
+// Server relays FastCGI connections to one upstream. Upstream must be set;
+// every other field has a usable zero value. Fields must not change after
+// Serve is called.
+type Server struct {
+	// Upstream is the FastCGI application, such as php-fpm.
+	Upstream fcgi.Addr
+	// ConnectTimeout bounds each connection attempt to the upstream;
+	// 0 means DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// ReadTimeout, when positive, fails a request whose upstream sends
+	// nothing for that long.
+	ReadTimeout time.Duration
+	// HoldBytes is how many response bytes are held back, after the CGI
+	// headers are complete, before anything is forwarded, so that a worker
+	// that dies early can still be answered for. 0 forwards at once.
+	HoldBytes int
+	// MaxParamsBytes bounds the PARAMS stream of a request;
+	// 0 means DefaultMaxParamsBytes.
+	MaxParamsBytes int
+	// StderrExcerpt bounds the FCGI_STDERR bytes kept in a Trace;
+	// 0 means DefaultStderrExcerpt.
+	StderrExcerpt int
+	// Dial, when set, replaces the standard dialer.
+	Dial func(ctx context.Context, addr fcgi.Addr) (net.Conn, error)
+	// Responder builds replacement responses; nil gives a plain one.
+	Responder Responder
+	// Observer receives every finished request; nil means none.
+	Observer Observer
+	// Log receives connection-level events; the zero Logger discards them.
+	Log zerolog.Logger
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closing   atomic.Bool
+	connSeq   atomic.Uint64
+	ctx       context.Context
+	cancel    context.CancelFunc
+	reqIDs    requestIDs
+}
+
+func (s *Server) init() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx == nil {
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+		s.listeners = make(map[net.Listener]struct{})
+		s.conns = make(map[*conn]struct{})
+		s.reqIDs.init()
+	}
+}
+
+// Serve accepts connections on ln and relays each until Shutdown or Close.
+// It always returns a non-nil error; after Shutdown or Close, ErrServerClosed.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporaryAcceptError(err) {
+				// Out of file descriptors and the like: wait rather
+				// than spin, as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.Log.Error().Err(err).Dur("retry_in", backoff).Msg("accepting a connection failed")
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		c := s.newConn(nc)
+		if c == nil {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+func (s *Server) newConn(nc net.Conn) *conn {
+	c := &conn{srv: s, id: s.connSeq.Add(1), nc: nc}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	return c
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Shutdown stops accepting connections, closes idle ones, and waits for the
+// requests in flight to finish, closing each connection after its request.
+// When ctx ends first, it closes everything and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.closing.Store(true)
+	s.closeListeners()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if s.closeIdle() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.Close()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Close closes the listeners and every connection at once, failing the
+// requests in flight.
+func (s *Server) Close() error {
+	s.init()
+	s.closing.Store(true)
+	s.closeListeners()
+	s.cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.abort()
+	}
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+// closeIdle closes connections without a request in flight and reports
+// whether none is left.
+func (s *Server) closeIdle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if !c.active.Load() {
+			c.nc.Close()
+		}
+	}
+	return len(s.conns) == 0
+}
+
+// ActiveConns returns the number of open downstream connections.
+func (s *Server) ActiveConns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+func (s *Server) dial(ctx context.Context) (net.Conn, error) {
+	timeout := s.ConnectTimeout
+	if timeout == 0 {
+		timeout = DefaultConnectTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var conn net.Conn
+	var err error
+	if s.Dial != nil {
+		conn, err = s.Dial(ctx, s.Upstream)
+	} else {
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, s.Upstream.Network, s.Upstream.Address)
+	}
+	if err != nil {
+		return nil, &DialError{Addr: s.Upstream, Err: err}
+	}
+	return conn, nil
+}
+
+func (s *Server) maxParams() int {
+	if s.MaxParamsBytes > 0 {
+		return s.MaxParamsBytes
+	}
+	return DefaultMaxParamsBytes
+}
+
+func (s *Server) stderrExcerpt() int {
+	if s.StderrExcerpt > 0 {
+		return s.StderrExcerpt
+	}
+	return DefaultStderrExcerpt
+}
