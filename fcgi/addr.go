@@ -3,6 +3,8 @@ package fcgi
 import (
 	"fmt"
 	"net"
+	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -49,14 +51,22 @@ func ParseAddr(s string) (Addr, error) {
 		if path == "" {
 			return bad("the socket path is empty")
 		}
-		if !strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "@") {
+		if strings.HasPrefix(path, "@") {
+			return Addr{Network: "unix", Address: path}, nil // Linux abstract socket
+		}
+		if !strings.HasPrefix(path, "/") {
 			return bad("the socket path must be absolute")
 		}
-		return Addr{Network: "unix", Address: path}, nil
+		// Clean, so that String gives back the same address: a path
+		// starting with // would read as the unix:// form.
+		return Addr{Network: "unix", Address: filepath.Clean(path)}, nil
 	case strings.HasPrefix(s, "/"):
 		return bad("a socket path needs the unix: prefix, as in unix:" + s)
 	case strings.HasPrefix(s, "tcp://"):
 		s = strings.TrimPrefix(s, "tcp://")
+		if strings.TrimSpace(s) != s {
+			return bad("there is white space in the host")
+		}
 	case strings.Contains(s, "://"):
 		return bad("unknown scheme")
 	}
@@ -70,9 +80,31 @@ func ParseAddr(s string) (Addr, error) {
 	if host == "" {
 		return bad("the host is empty, write 127.0.0.1 or 0.0.0.0")
 	}
+	if _, err := netip.ParseAddr(host); err != nil && !validHostname(host) {
+		return bad("the host is neither an IP address nor a host name")
+	}
+	if host == "unix" {
+		return bad(`a host named "unix" would read as a unix socket; use its IP address`)
+	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {
 		return bad("the port must be a number from 1 to 65535")
 	}
 	return Addr{Network: "tcp", Address: net.JoinHostPort(host, port)}, nil
+}
+
+// validHostname reports whether h is made of the characters a DNS name can
+// have. It is a syntax check only.
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, c := range []byte(h) {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '.', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -81,10 +81,7 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	resp.Stdout, resp.Stderr = stdout.Bytes(), stderr.Bytes()
 	resp.FirstByte = first.elapsed
 	resp.Total = time.Since(start)
-	if err != nil && ctx.Err() != nil {
-		err = fmt.Errorf("%w (%w)", err, ctx.Err())
-	}
-	return resp, err
+	return resp, withContextErr(ctx, err)
 }
 
 // GetValues asks the application for the named variables (FCGI_MAX_CONNS and
@@ -97,6 +94,11 @@ func (c *Client) GetValues(ctx context.Context, names ...string) (map[string]str
 	defer conn.Close()
 	stop := watchContext(ctx, conn)
 	defer stop()
+	values, err := getValues(conn, names)
+	return values, withContextErr(ctx, err)
+}
+
+func getValues(conn net.Conn, names []string) (map[string]string, error) {
 	var body []byte
 	for _, n := range names {
 		body = AppendPair(body, n, "")
@@ -129,13 +131,20 @@ func (c *Client) GetValues(ctx context.Context, names ...string) (map[string]str
 	}
 }
 
-// watchContext closes conn when ctx ends and applies ctx's deadline; the
-// returned function stops the watch.
+// watchContext closes conn when ctx ends; the returned function stops the
+// watch. Closing, rather than a deadline, leaves one timer to decide, so the
+// error always says that the context ended.
 func watchContext(ctx context.Context, conn net.Conn) func() bool {
-	if d, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(d)
-	}
 	return context.AfterFunc(ctx, func() { conn.Close() })
+}
+
+// withContextErr adds ctx's error to err when ctx has ended, since the
+// network error alone ("use of closed network connection") hides why.
+func withContextErr(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+		return fmt.Errorf("%w (%w)", err, ctx.Err())
+	}
+	return err
 }
 
 type firstByteWriter struct {
@@ -155,8 +164,9 @@ func (f *firstByteWriter) Write(p []byte) (int, error) {
 // sent while the response is read, so an application that answers before
 // reading the whole body does not deadlock the exchange. A connection that
 // ends before END_REQUEST gives an error wrapping ErrNoEndRequest. The
-// goroutine that sends the body ends when the body is sent or when conn
-// fails, so callers close conn after an error.
+// goroutine that sends the body ends when the body is sent or when a write to
+// conn fails, so callers close conn after an error; a Stdin whose Read blocks
+// keeps it until Read returns.
 func RoundTrip(conn io.ReadWriter, req *Request, stdout, stderr io.Writer) (EndRequest, error) {
 	id := req.ID
 	if id == 0 {
@@ -178,6 +188,11 @@ func RoundTrip(conn io.ReadWriter, req *Request, stdout, stderr io.Writer) (EndR
 	}
 	w.WriteStream(TypeParams, id, params)
 	w.EndStream(TypeParams, id)
+	// Send the head now: the body may be slow to come, and the
+	// application can start (or refuse) on the head alone.
+	if err := w.Flush(); err != nil {
+		return EndRequest{}, fmt.Errorf("fcgi: sending the request head: %w", err)
+	}
 
 	sent := make(chan error, 1)
 	go func() {

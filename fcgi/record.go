@@ -142,6 +142,13 @@ func (r *Reader) Raw() []byte {
 // the peer. A relay uses it to flush only when no further record is ready.
 func (r *Reader) Buffered() int { return r.br.Buffered() }
 
+// Reset discards any buffered data and makes r read from src, keeping its
+// buffers, so that readers can be pooled.
+func (r *Reader) Reset(src io.Reader) {
+	r.br.Reset(src)
+	r.hdr = Header{}
+}
+
 // Writer writes records to a byte stream through a buffer. Nothing reaches
 // the stream before Flush, or before the buffer fills.
 type Writer struct {
@@ -164,6 +171,11 @@ func (w *Writer) WriteRecord(t RecordType, id uint16, content []byte) error {
 		return fmt.Errorf("fcgi: %s record content of %d bytes exceeds %d", t, len(content), MaxContent)
 	}
 	pad := paddingFor(len(content))
+	if len(content)+int(pad) > MaxContent {
+		// php-fpm rejects records whose content and padding together
+		// exceed 65535; padding is only a recommendation.
+		pad = 0
+	}
 	Header{Version: Version1, Type: t, RequestID: id, ContentLength: uint16(len(content)), PaddingLength: pad}.put(w.hdr[:])
 	w.bw.Write(w.hdr[:])
 	w.bw.Write(content)
@@ -216,6 +228,10 @@ func (w *Writer) Flush() error { return w.bw.Flush() }
 
 // Buffered returns the number of bytes waiting for Flush.
 func (w *Writer) Buffered() int { return w.bw.Buffered() }
+
+// Reset discards any unflushed data and makes w write to dst, keeping its
+// buffer, so that writers can be pooled.
+func (w *Writer) Reset(dst io.Writer) { w.bw.Reset(dst) }
 
 // StreamWriter is an io.WriteCloser that writes its input as records of one
 // stream type and ends the stream on Close. It does not flush the Writer.
