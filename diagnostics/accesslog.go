@@ -27,6 +27,7 @@ func (a *AccessLog) Observe(t *proxy.Trace) {
 		return
 	}
 	ev = ev.Str("request_id", t.RequestID).
+		Uint64("conn", t.ConnID).
 		Str("method", t.Method).
 		Str("uri", t.URI).
 		Str("script", t.Script).

@@ -26,7 +26,9 @@ type conn struct {
 	id     uint64
 	nc     net.Conn
 	r      *fcgi.Reader
-	active atomic.Bool // a request is in flight
+	// inflight counts requests not yet handed to the Observer; a new one
+	// may begin while the previous one finishes its bookkeeping.
+	inflight atomic.Int32
 
 	wmu sync.Mutex // guards w: both the connection and response goroutines write
 	w   *fcgi.Writer
@@ -175,7 +177,7 @@ func (c *conn) begin(h fcgi.Header) error {
 	if err != nil {
 		return &ProtocolError{Reason: err.Error()}
 	}
-	c.active.Store(true)
+	c.inflight.Add(1)
 	c.params.Reset()
 	q := &request{
 		c:        c,

@@ -31,6 +31,7 @@ type request struct {
 
 	stdinDone bool          // connection goroutine only
 	respDone  chan struct{} // closed when the response side is over
+	doneOnce  sync.Once
 	pending   atomic.Int32  // sides not yet finished
 	abortErr  atomic.Pointer[error]
 }
@@ -62,7 +63,14 @@ func (q *request) finishSide() {
 	if obs := c.srv.Observer; obs != nil {
 		obs.Observe(&q.trace)
 	}
-	c.active.Store(false)
+	c.inflight.Add(-1)
+}
+
+// markResponseDone lets the connection goroutine accept the next request. It
+// must be called before the final record goes downstream: the web server may
+// send its next request the moment it reads END_REQUEST.
+func (q *request) markResponseDone() {
+	q.doneOnce.Do(func() { close(q.respDone) })
 }
 
 // abortUpstream stops the response side because the web server is gone or
@@ -97,7 +105,7 @@ func (q *request) endResponse() {
 		}
 		q.c.nc.SetReadDeadline(time.Now().Add(lingerAfterEnd))
 	}
-	close(q.respDone)
+	q.markResponseDone()
 	q.finishSide()
 }
 
@@ -116,6 +124,7 @@ func (q *request) replace() {
 	hs.feed(rep.CGI)
 	t.Status, t.ContentType = hs.status, hs.ctype
 	t.Replaced = true
+	q.markResponseDone()
 	err := q.c.writeLocked(func(w *fcgi.Writer) error {
 		if rep.LogLine != "" {
 			w.WriteStream(fcgi.TypeStderr, q.id, []byte(rep.LogLine+"\n"))
@@ -205,6 +214,7 @@ func (q *request) relayResponse() {
 				q.endResponse()
 				return
 			}
+			q.markResponseDone()
 			if err := r.forward(ur.Raw(), true); err != nil {
 				r.downstreamFailed(err)
 				return

@@ -217,7 +217,7 @@ func (s *Server) closeIdle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		if !c.active.Load() {
+		if c.inflight.Load() == 0 {
 			c.nc.Close()
 		}
 	}
