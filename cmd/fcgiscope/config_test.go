@@ -1,0 +1,92 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigFlagsOverrideEnvironmentAndDefaultsApply(t *testing.T) {
+	var cfg serveConfig
+	environ := []string{"FCGISCOPE_UPSTREAM=unix:/run/php/php8.2-fpm.sock", "FCGISCOPE_CONNECT_TIMEOUT=1s", "UNRELATED=x"}
+	rest, err := loadConfig(&cfg, "serve", []string{"--connect-timeout", "250ms", "--hold-bytes=0"}, environ, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(rest) != 0 {
+		t.Errorf("rest = %q", rest)
+	}
+	if cfg.upstreamAddr.Network != "unix" || cfg.upstreamAddr.Address != "/run/php/php8.2-fpm.sock" {
+		t.Errorf("upstream = %+v", cfg.upstreamAddr)
+	}
+	if cfg.ConnectTimeout != 250*time.Millisecond {
+		t.Errorf("connect timeout = %v, want the flag's 250ms", cfg.ConnectTimeout)
+	}
+	if cfg.HoldBytes != 0 {
+		t.Errorf("hold bytes = %d, want the flag's 0", cfg.HoldBytes)
+	}
+	if cfg.Listen != "127.0.0.1:9001" || cfg.listenMode != 0o660 || cfg.ShutdownTimeout != 30*time.Second {
+		t.Errorf("defaults not applied: listen %q mode %o shutdown %v", cfg.Listen, cfg.listenMode, cfg.ShutdownTimeout)
+	}
+}
+
+func TestInvalidConfigurationNamesVariableValueAndFix(t *testing.T) {
+	tests := []struct {
+		name    string
+		environ []string
+		args    []string
+		want    []string
+	}{
+		{"duration without unit", []string{"FCGISCOPE_CONNECT_TIMEOUT=3"}, nil, []string{"FCGISCOPE_CONNECT_TIMEOUT", `"3"`, "as in 3s"}},
+		{"flag value reported under its variable", nil, []string{"--read-timeout", "soon"}, []string{"FCGISCOPE_READ_TIMEOUT", `"soon"`}},
+		{"negative number", []string{"FCGISCOPE_HOLD_BYTES=-1"}, nil, []string{"FCGISCOPE_HOLD_BYTES", "zero or more"}},
+		{"port alone", []string{"FCGISCOPE_UPSTREAM=9000"}, nil, []string{"FCGISCOPE_UPSTREAM", "127.0.0.1:9000"}},
+		{"socket path without prefix", []string{"FCGISCOPE_UPSTREAM=/run/php.sock"}, nil, []string{"FCGISCOPE_UPSTREAM", "unix:/run/php.sock"}},
+		{"listen mode not octal", []string{"FCGISCOPE_LISTEN_MODE=rw"}, nil, []string{"FCGISCOPE_LISTEN_MODE", "0660"}},
+		{"log format", []string{"FCGISCOPE_LOG_FORMAT=xml"}, nil, []string{"FCGISCOPE_LOG_FORMAT", "json or console"}},
+		{"upstream is ourselves", []string{"FCGISCOPE_UPSTREAM=127.0.0.1:9001"}, nil, []string{"FCGISCOPE_UPSTREAM", "point it at php-fpm"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var cfg serveConfig
+			_, err := loadConfig(&cfg, "serve", tt.args, tt.environ, io.Discard)
+			if err == nil {
+				err = cfg.validate()
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestEveryVariableHasAFlag(t *testing.T) {
+	for _, f := range configFields(&serveConfig{}) {
+		name := f.Tag.Get("env")
+		var cfg serveConfig
+		if _, err := loadConfig(&cfg, "serve", []string{"--" + flagName(name) + "=1"}, nil, io.Discard); err != nil && strings.Contains(err.Error(), "flag provided but not defined") {
+			t.Errorf("%s has no flag --%s", name, flagName(name))
+		}
+		if f.Tag.Get("help") == "" {
+			t.Errorf("%s has no help text", name)
+		}
+	}
+}
+
+func TestUnknownCommandAndFlagAreUsageErrors(t *testing.T) {
+	if code := run([]string{"frobnicate"}); code != exitUsage {
+		t.Errorf("unknown command exit = %d, want %d", code, exitUsage)
+	}
+	if code := run([]string{"serve", "--no-such-flag"}); code != exitUsage {
+		t.Errorf("unknown flag exit = %d, want %d", code, exitUsage)
+	}
+}
