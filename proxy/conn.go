@@ -22,10 +22,10 @@ const lingerAfterEnd = 5 * time.Second
 // goroutine of its own (see request.relayResponse). Requests on one
 // connection follow each other: FastCGI multiplexing is refused.
 type conn struct {
-	srv    *Server
-	id     uint64
-	nc     net.Conn
-	r      *fcgi.Reader
+	srv *Server
+	id  uint64
+	nc  net.Conn
+	r   *fcgi.Reader
 	// inflight counts requests not yet handed to the Observer; a new one
 	// may begin while the previous one finishes its bookkeeping.
 	inflight atomic.Int32

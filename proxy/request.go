@@ -32,7 +32,7 @@ type request struct {
 	stdinDone bool          // connection goroutine only
 	respDone  chan struct{} // closed when the response side is over
 	doneOnce  sync.Once
-	pending   atomic.Int32  // sides not yet finished
+	pending   atomic.Int32 // sides not yet finished
 	abortErr  atomic.Pointer[error]
 }
 
