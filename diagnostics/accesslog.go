@@ -1,6 +1,5 @@
-// Package diagnostics turns the relay's Traces into explanations and
-// records: the access log, and (as they are added) the cause catalogue,
-// error pages and metrics.
+// Package diagnostics turns the relay's Traces into explanations: the cause
+// catalogue, the classifier, the error responses and the access log.
 package diagnostics
 
 import (
@@ -15,41 +14,76 @@ import (
 // discards them.
 type AccessLog struct {
 	Log zerolog.Logger
+	// Classifier explains failures; nil means a Classifier without
+	// php-fpm knowledge.
+	Classifier *Classifier
 }
 
-// Observe logs t.
+var _ proxy.Observer = (*AccessLog)(nil)
+
+// Observe logs t: at info when it went well, warn when php-fpm completed it
+// with a problem, error when it failed.
 func (a *AccessLog) Observe(t *proxy.Trace) {
+	c := a.Classifier
+	if c == nil {
+		c = &Classifier{}
+	}
+	d := c.Diagnose(t)
 	ev := a.Log.Info()
-	if t.Err != nil {
+	switch {
+	case t.Err != nil && d.Cause == CauseClientAborted:
+		ev = a.Log.Warn()
+	case t.Err != nil:
 		ev = a.Log.Error()
+	case d != nil:
+		ev = a.Log.Warn()
 	}
 	if ev == nil {
 		return
+	}
+	status := t.Status
+	outcome := "ok"
+	if d != nil {
+		outcome = d.Cause.ID
+		if t.Err != nil && status == 0 {
+			status = d.Cause.Status
+		}
 	}
 	ev = ev.Str("request_id", t.RequestID).
 		Uint64("conn", t.ConnID).
 		Str("method", t.Method).
 		Str("uri", t.URI).
 		Str("script", t.Script).
-		Int("status", t.Status)
-	if t.Err == nil {
-		ev = ev.Str("outcome", "ok")
-	} else {
-		ev = ev.Str("outcome", "error").Str("error", t.Err.Error()).Str("phase", string(t.Phase()))
-	}
-	ev.Str("upstream", t.Upstream.String()).
+		Int("status", status).
+		Str("outcome", outcome).
+		Str("upstream", t.Upstream.String()).
 		Float64("duration_ms", ms(t.Duration())).
 		Float64("connect_ms", ms(t.ConnectTime())).
 		Float64("ttfb_ms", ms(t.TimeToFirstByte())).
 		Int64("bytes_in", t.BytesIn).
-		Int64("bytes_out", t.BytesOut).
-		Bool("truncated", t.Truncated).
-		Msg("request")
+		Int64("bytes_out", t.BytesOut)
+	if d != nil {
+		ev = ev.Str("cause", d.Cause.ID).
+			Str("detail", d.Detail).
+			Strs("hints", d.Hints).
+			Str("phase", string(t.Phase())).
+			Bool("truncated", t.Truncated).
+			Bool("replaced", t.Replaced)
+		if len(d.Evidence) > 0 {
+			dict := zerolog.Dict()
+			for k, v := range d.Evidence {
+				dict = dict.Str(k, v)
+			}
+			ev = ev.Dict("evidence", dict)
+		}
+		if d.FPMPid != 0 {
+			ev = ev.Int("fpm_pid", d.FPMPid)
+		}
+	}
+	ev.Msg("request")
 }
 
 // ms converts d to milliseconds with microsecond precision.
 func ms(d time.Duration) float64 {
 	return float64(d.Microseconds()) / 1000
 }
-
-var _ proxy.Observer = (*AccessLog)(nil)

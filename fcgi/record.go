@@ -198,6 +198,22 @@ func (w *Writer) WriteStream(t RecordType, id uint16, p []byte) error {
 	return nil
 }
 
+// AppendRecord appends one record of type t for request id to dst, padded as
+// WriteRecord pads. Content longer than MaxContent is cut off, so callers
+// keep to MaxWriteContent.
+func AppendRecord(dst []byte, t RecordType, id uint16, content []byte) []byte {
+	content = content[:min(len(content), MaxContent)]
+	pad := paddingFor(len(content))
+	if len(content)+int(pad) > MaxContent {
+		pad = 0
+	}
+	var h [HeaderLen]byte
+	Header{Version: Version1, Type: t, RequestID: id, ContentLength: uint16(len(content)), PaddingLength: pad}.put(h[:])
+	dst = append(dst, h[:]...)
+	dst = append(dst, content...)
+	return append(dst, zeroPadding[:pad]...)
+}
+
 // EndStream writes the empty record that ends stream t of request id.
 func (w *Writer) EndStream(t RecordType, id uint16) error {
 	return w.WriteRecord(t, id, nil)

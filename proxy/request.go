@@ -169,6 +169,7 @@ func (q *request) relayResponse() {
 			r.fail(upstreamReadError(err, srv.ReadTimeout))
 			return
 		}
+		t.UpstreamRecords++
 		if h.RequestID != q.id {
 			r.fail(&ProtocolError{Upstream: true, Reason: fmt.Sprintf("%s record for request %d, but request %d was sent", h.Type, h.RequestID, q.id)})
 			return
@@ -179,6 +180,12 @@ func (q *request) relayResponse() {
 			if len(content) > 0 {
 				if t.FirstByte.IsZero() {
 					t.FirstByte = time.Now()
+					if srv.ServerTiming {
+						if err := r.forward(serverTiming(q.id, t), false); err != nil {
+							r.downstreamFailed(err)
+							return
+						}
+					}
 				}
 				t.UpstreamBytes += int64(len(content))
 				r.headers.feed(content)
@@ -199,10 +206,15 @@ func (q *request) relayResponse() {
 				return
 			}
 			t.EndRequest, t.Ended = end, true
-			if !r.headers.complete && end.ProtocolStatus == fcgi.StatusRequestComplete && t.UpstreamBytes > 0 {
-				// Not a failure: nginx itself complains about such a
-				// response, and fcgiscope passes it on unchanged.
-				srv.Log.Debug().Str("request_id", t.RequestID).Msg("the upstream's response has no complete CGI headers")
+			if end.ProtocolStatus == fcgi.StatusRequestComplete && !r.headers.complete && r.forwardedStdout == 0 {
+				// nginx would answer a blank 502 ("upstream prematurely
+				// closed FastCGI stdout"); an explanation is better.
+				reason := "END_REQUEST came without any STDOUT"
+				if t.UpstreamBytes > 0 {
+					reason = fmt.Sprintf("the response ended after %d STDOUT bytes without the blank line that ends the CGI headers", t.UpstreamBytes)
+				}
+				r.fail(&ProtocolError{Upstream: true, Reason: reason})
+				return
 			}
 			if end.ProtocolStatus != fcgi.StatusRequestComplete && r.forwardedStdout == 0 {
 				// OVERLOADED and its kind: nothing was served, so an
@@ -228,11 +240,23 @@ func (q *request) relayResponse() {
 			r.fail(&ProtocolError{Upstream: true, Reason: fmt.Sprintf("unexpected %s record from the upstream", h.Type)})
 			return
 		}
+		if r.holding && r.headers.done && !r.headers.complete {
+			r.fail(&ProtocolError{Upstream: true, Reason: fmt.Sprintf("the CGI headers did not end within %d bytes", maxHeaderScan)})
+			return
+		}
 		if err := r.forward(ur.Raw(), ur.Buffered() == 0); err != nil {
 			r.downstreamFailed(err)
 			return
 		}
 	}
+}
+
+// serverTiming returns a STDOUT record holding a Server-Timing header line,
+// sent ahead of the upstream's own headers.
+func serverTiming(id uint16, t *Trace) []byte {
+	line := fmt.Sprintf("Server-Timing: fcgi-connect;dur=%.3f;desc=\"connect to php-fpm\", fcgi-wait;dur=%.3f;desc=\"wait for php-fpm\"\r\n",
+		float64(t.ConnectTime().Microseconds())/1000, float64(t.FirstByte.Sub(t.DialEnd).Microseconds())/1000)
+	return fcgi.AppendRecord(nil, fcgi.TypeStdout, id, []byte(line))
 }
 
 // RejectedError is an END_REQUEST whose protocol status refuses the request

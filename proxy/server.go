@@ -67,6 +67,10 @@ type Server struct {
 	// headers are complete, before anything is forwarded, so that a worker
 	// that dies early can still be answered for. 0 forwards at once.
 	HoldBytes int
+	// ServerTiming adds a Server-Timing header to every response, with the
+	// time spent connecting to the upstream and waiting for its first byte,
+	// so that browser developer tools show where the time went.
+	ServerTiming bool
 	// MaxParamsBytes bounds the PARAMS stream of a request;
 	// 0 means DefaultMaxParamsBytes.
 	MaxParamsBytes int

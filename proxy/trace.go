@@ -45,6 +45,8 @@ type Trace struct {
 	BytesIn, BytesOut int64
 	// UpstreamBytes counts STDOUT content bytes received from the upstream.
 	UpstreamBytes int64
+	// UpstreamRecords counts the well-formed records the upstream sent.
+	UpstreamRecords int
 
 	// Status is the HTTP status of the response sent downstream: the CGI
 	// Status header, 200 when the headers had none, 0 when no headers were

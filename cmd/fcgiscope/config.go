@@ -14,6 +14,7 @@ import (
 	"github.com/caarlos0/env/v11"
 	"github.com/rs/zerolog"
 
+	"github.com/fcgiscope/fcgiscope/diagnostics"
 	"github.com/fcgiscope/fcgiscope/fcgi"
 )
 
@@ -28,6 +29,9 @@ type serveConfig struct {
 	ReadTimeout     time.Duration `env:"FCGISCOPE_READ_TIMEOUT" envDefault:"0s" help:"fail a request when php-fpm sends nothing for this long; 0 turns it off"`
 	HoldBytes       int           `env:"FCGISCOPE_HOLD_BYTES" envDefault:"65536" help:"response bytes held back so that a dying worker's response can still be replaced; 0 streams at once"`
 	MaxParamsBytes  int           `env:"FCGISCOPE_MAX_PARAMS_BYTES" envDefault:"1048576" help:"largest FastCGI PARAMS stream accepted from the web server"`
+	ErrorDetail     string        `env:"FCGISCOPE_ERROR_DETAIL" envDefault:"local" help:"what error pages show: full, local (full for loopback and private client addresses, minimal otherwise) or minimal"`
+	ServerTiming    bool          `env:"FCGISCOPE_SERVER_TIMING" envDefault:"false" help:"add a Server-Timing header with connect and wait times to every response"`
+	FPMConfig       string        `env:"FCGISCOPE_FPM_CONFIG" help:"php-fpm.conf or pool file to read timeouts and limits from; empty looks in the usual places"`
 	ShutdownTimeout time.Duration `env:"FCGISCOPE_SHUTDOWN_TIMEOUT" envDefault:"30s" help:"how long requests in flight may take to finish on SIGTERM"`
 	LogFormat       string        `env:"FCGISCOPE_LOG_FORMAT" envDefault:"json" help:"log format: json or console"`
 	LogLevel        string        `env:"FCGISCOPE_LOG_LEVEL" envDefault:"info" help:"log level: debug, info, warn or error"`
@@ -37,6 +41,7 @@ type serveConfig struct {
 	listenMode   fs.FileMode
 	upstreamAddr fcgi.Addr
 	logLevel     zerolog.Level
+	errorDetail  diagnostics.Detail
 }
 
 // configError is an invalid setting, reported once at start.
@@ -102,6 +107,13 @@ func loadConfig(cfg any, name string, args []string, environ []string, usage io.
 				}
 				return d, nil
 			},
+			reflect.TypeOf(false): func(v string) (any, error) {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return nil, errors.New("must be true or false")
+				}
+				return b, nil
+			},
 			reflect.TypeOf(0): func(v string) (any, error) {
 				n, err := strconv.Atoi(v)
 				if err != nil || n < 0 {
@@ -159,6 +171,9 @@ func (c *serveConfig) validate() error {
 		errs = append(errs, &configError{"FCGISCOPE_LISTEN_MODE", c.ListenMode, "not an octal file mode; write it as php-fpm's listen.mode, as in 0660"})
 	} else {
 		c.listenMode = fs.FileMode(m)
+	}
+	if c.errorDetail, err = diagnostics.ParseDetail(c.ErrorDetail); err != nil {
+		errs = append(errs, &configError{"FCGISCOPE_ERROR_DETAIL", c.ErrorDetail, err.Error()})
 	}
 	switch c.LogFormat {
 	case "json", "console":

@@ -7,7 +7,11 @@ import (
 	"io"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/fcgiscope/fcgiscope/diagnostics"
+	"github.com/fcgiscope/fcgiscope/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/fcgi"
 	"github.com/fcgiscope/fcgiscope/proxy"
 )
 
@@ -32,13 +36,19 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	}
 	log := newLogger(cfg.LogFormat, cfg.logLevel, stdout)
 
+	classifier := &diagnostics.Classifier{
+		Pool:   loadPool(&cfg, log),
+		Finder: &diagnostics.Finder{Exclude: []fcgi.Addr{cfg.listenAddr}},
+	}
 	srv := &proxy.Server{
 		Upstream:       cfg.upstreamAddr,
 		ConnectTimeout: cfg.ConnectTimeout,
 		ReadTimeout:    cfg.ReadTimeout,
 		HoldBytes:      cfg.HoldBytes,
 		MaxParamsBytes: cfg.MaxParamsBytes,
-		Observer:       &diagnostics.AccessLog{Log: log},
+		ServerTiming:   cfg.ServerTiming,
+		Responder:      &diagnostics.Responder{Classifier: classifier, Detail: cfg.errorDetail},
+		Observer:       &diagnostics.AccessLog{Log: log, Classifier: classifier},
 		Log:            log,
 	}
 	ln, err := proxy.Listen(cfg.listenAddr, cfg.listenMode)
@@ -68,4 +78,37 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	}
 	log.Info().Dur("drained_in", time.Since(start)).Msg("stopped")
 	return exitCodeForContext(ctx)
+}
+
+// loadPool reads the php-fpm configuration and returns the pool that listens
+// on the upstream address. Not finding it costs only precision in the
+// explanations, so every problem is a warning.
+func loadPool(cfg *serveConfig, log zerolog.Logger) *fpm.Pool {
+	var conf *fpm.Config
+	var err error
+	if cfg.FPMConfig != "" {
+		conf, err = fpm.Load(cfg.FPMConfig, nil)
+	} else {
+		conf, err = fpm.Discover(nil)
+	}
+	if err != nil {
+		log.Warn().Err(err).Msg("php-fpm configuration not read: a killed worker is reported as worker_died, not worker_timeout_killed; set FCGISCOPE_FPM_CONFIG")
+		return nil
+	}
+	for _, w := range conf.Warnings {
+		log.Warn().Str("config", conf.Path).Msg("php-fpm configuration: " + w)
+	}
+	pool := conf.PoolFor(cfg.upstreamAddr)
+	if pool == nil {
+		var listens []string
+		for _, p := range conf.Pools {
+			listens = append(listens, p.Name+"="+p.ListenAddr.String())
+		}
+		log.Warn().Str("config", conf.Path).Strs("pools", listens).Str("upstream", cfg.upstreamAddr.String()).
+			Msg("no php-fpm pool in the configuration listens on the upstream address; is FCGISCOPE_UPSTREAM right?")
+		return nil
+	}
+	log.Info().Str("config", conf.Path).Str("pool", pool.Name).Dur("request_terminate_timeout", pool.RequestTerminateTimeout).
+		Int("pm.max_children", pool.MaxChildren).Msg("read the php-fpm pool configuration")
+	return pool
 }

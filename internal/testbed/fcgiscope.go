@@ -127,12 +127,24 @@ func moduleRoot() (string, error) {
 // the harness cannot otherwise tell when the server is ready.
 func StartFcgiscope(t testing.TB, env ...string) *Process {
 	t.Helper()
-	return startServe(t, BuildFcgiscope(t), env)
+	return startServe(t, BuildFcgiscope(t), nil, env)
+}
+
+// StartFcgiscopeAs is StartFcgiscope with the process running as uid:gid,
+// for tests of what an unprivileged fcgiscope may and may not open. The
+// caller must be root, and the built binary and any unix socket directory
+// must be reachable by that user.
+func StartFcgiscopeAs(t testing.TB, uid, gid uint32, env ...string) *Process {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("testbed: StartFcgiscopeAs needs root to switch users")
+	}
+	return startServe(t, BuildFcgiscope(t), &syscall.Credential{Uid: uid, Gid: gid}, env)
 }
 
 // startServe runs `bin serve` as StartFcgiscope describes. It is separate so
 // that the process handling can be tested without building fcgiscope.
-func startServe(t testing.TB, bin string, env []string) *Process {
+func startServe(t testing.TB, bin string, cred *syscall.Credential, env []string) *Process {
 	t.Helper()
 	fullEnv := append(serverEnv(), env...)
 	listen := lastEnv(fullEnv, "FCGISCOPE_LISTEN")
@@ -147,6 +159,9 @@ func startServe(t testing.TB, bin string, env []string) *Process {
 	output := &syncBuffer{}
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = fullEnv
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	cmd.Stdout, cmd.Stderr = output, output // Stdin stays nil, i.e. /dev/null.
 	// A child that inherited the output pipe must not block Stop forever.
 	cmd.WaitDelay = 2 * time.Second

@@ -58,7 +58,7 @@ func fakeServe() {
 func TestStartServe(t *testing.T) {
 	for _, listen := range []string{"127.0.0.1:" + strconv.Itoa(FreePort(t)), "unix:" + ShortTempDir(t) + "/s.sock"} {
 		t.Run(listen, func(t *testing.T) {
-			p := startServe(t, os.Args[0], []string{
+			p := startServe(t, os.Args[0], nil, []string{
 				fakeServeEnv + "=1", "FAKE_DELAY=1", "FCGISCOPE_LISTEN=ignored:1",
 				"FCGISCOPE_LISTEN=" + listen, "FCGISCOPE_UPSTREAM=unix:/x.sock",
 			})

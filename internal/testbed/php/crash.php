@@ -16,7 +16,11 @@ if (!function_exists('posix_kill')) {
 }
 if (!empty($_GET['flush'])) {
     // Without this nginx (fastcgi_buffering on) holds "partial" until the end.
-    header('X-Accel-Buffering: no');
+    // ?stream=0 leaves it out: the response is then an ordinary one whose
+    // start a relay may hold back.
+    if (($_GET['stream'] ?? '1') !== '0') {
+        header('X-Accel-Buffering: no');
+    }
     while (ob_get_level() > 0) {
         ob_end_flush();
     }

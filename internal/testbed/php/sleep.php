@@ -5,7 +5,11 @@
 $seconds = isset($_GET['s']) ? max(0.0, (float)$_GET['s']) : 1.0;
 if (!empty($_GET['flush'])) {
     // Without this nginx (fastcgi_buffering on) holds "started" until the end.
-    header('X-Accel-Buffering: no');
+    // ?stream=0 leaves it out: the response is then an ordinary one whose
+    // start a relay may hold back.
+    if (($_GET['stream'] ?? '1') !== '0') {
+        header('X-Accel-Buffering: no');
+    }
     while (ob_get_level() > 0) {
         ob_end_flush();
     }

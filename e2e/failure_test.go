@@ -1,0 +1,225 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fcgiscope/fcgiscope/internal/testbed"
+)
+
+// The seed story: nginx (through fcgiscope) is pointed at 127.0.0.1:9000
+// while php-fpm listens on a unix socket. The answer must name the socket.
+func TestRefusedTCPPortNamesTheSocketPHPFPMListensOn(t *testing.T) {
+	testbed.RequireFPM(t)
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{})
+	dead := fmt.Sprintf("127.0.0.1:%d", testbed.FreePort(t))
+	s := startFailStack(t, "tcp", dead)
+	e := s.getProblem(t, "/hello.php", "upstream_refused", 502)
+	if !hintsMention(e.problem.Hints, "FCGISCOPE_UPSTREAM="+fpm.Addr) || !hintsMention(e.problem.Hints, "fastcgi_pass "+fpm.Addr+";") {
+		t.Errorf("hints do not name the working socket %s: %q", fpm.Addr, e.problem.Hints)
+	}
+	if !strings.Contains(e.problem.Detail, dead) {
+		t.Errorf("detail does not name the dead address %s: %q", dead, e.problem.Detail)
+	}
+	if e.problem.Evidence["errno"] != "ECONNREFUSED" {
+		t.Errorf("evidence errno = %q, want ECONNREFUSED", e.problem.Evidence["errno"])
+	}
+	// nginx's error log, where operators look first, carries it too.
+	if log := s.nginx.ReadErrorLog(); !strings.Contains(log, "fcgiscope: upstream_refused: Nothing accepts connections on "+dead) {
+		t.Errorf("nginx error log lacks fcgiscope's explanation:\n%s", log)
+	}
+}
+
+func TestMissingSocketFile(t *testing.T) {
+	dir := testbed.ShortTempDir(t)
+	s := startFailStack(t, "unix", "unix:"+filepath.Join(dir, "php-fpm.sock"))
+	e := s.getProblem(t, "/hello.php", "upstream_socket_missing", 502)
+	if e.problem.Evidence["errno"] != "ENOENT" {
+		t.Errorf("errno evidence %q", e.problem.Evidence["errno"])
+	}
+}
+
+func TestStaleSocketAfterPHPFPMWasKilled(t *testing.T) {
+	testbed.RequireFPM(t)
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{})
+	// The workers hold the listening socket too: kill them all, as the
+	// OOM killer or a kill -9 of the whole group would.
+	pids := append(fpm.WorkerPIDs(), fpm.Pid)
+	for _, pid := range pids {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	waitGone(t, pids)
+	if _, err := os.Stat(fpm.Address); err != nil {
+		t.Fatalf("want the socket file left behind: %v", err)
+	}
+	s := startFailStack(t, "tcp", fpm.Addr)
+	e := s.getProblem(t, "/hello.php", "upstream_socket_stale", 502)
+	if e.problem.Evidence["errno"] != "ECONNREFUSED" {
+		t.Errorf("errno evidence %q", e.problem.Evidence["errno"])
+	}
+}
+
+func waitGone(t *testing.T, pids []int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range pids {
+		for {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil || strings.Contains(string(b), ") Z ") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pid %d still alive", pid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+func TestPermissionDeniedNamesOwnerModeAndUser(t *testing.T) {
+	testbed.RequireFPM(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run fcgiscope as nobody against a root-owned socket")
+	}
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{ListenMode: "0600"})
+	// fcgiscope runs as nobody and listens on TCP, so that nginx (root)
+	// reaches it while it cannot open php-fpm's 0600 root socket.
+	listen := fmt.Sprintf("127.0.0.1:%d", testbed.FreePort(t))
+	p := testbed.StartFcgiscopeAs(t, 65534, 65534,
+		"FCGISCOPE_LISTEN="+listen, "FCGISCOPE_UPSTREAM="+fpm.Addr)
+	s := &failStack{fcgiscope: p, listen: listen, nginx: testbed.StartNginx(t, testbed.NginxConfig{FastCGIPass: listen})}
+	e := s.getProblem(t, "/hello.php", "upstream_permission_denied", 502)
+	ev := e.problem.Evidence
+	if ev["socket_owner"] != "root" || ev["socket_mode"] != "0600" || !strings.HasPrefix(ev["process_user"], "nobody") {
+		t.Errorf("evidence does not name owner, mode and user: %v", ev)
+	}
+	if !hintsMention(e.problem.Hints, "listen.mode") {
+		t.Errorf("hints do not say how to fix the socket permissions: %q", e.problem.Hints)
+	}
+}
+
+func TestBacklogFullOnUnixSocketIsA503(t *testing.T) {
+	testbed.RequireFPM(t)
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{MaxChildren: 1, ListenBacklog: 1})
+	s := startFailStack(t, "tcp", fpm.Addr)
+	// Keep the only worker busy and the queue full, then ask once more.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(s.nginx.URL + "/sleep.php?s=2")
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	e := s.getProblem(t, "/hello.php", "upstream_backlog_full", 503)
+	if e.header.Get("Retry-After") == "" {
+		t.Error("a 503 without Retry-After")
+	}
+	if e.problem.Evidence["errno"] != "EAGAIN" {
+		t.Errorf("errno evidence %q", e.problem.Evidence["errno"])
+	}
+	wg.Wait()
+}
+
+func TestHTTPServerOnThePortIsNotFastCGI(t *testing.T) {
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("hello from a web server"))
+	}))
+	defer web.Close()
+	s := startFailStack(t, "unix", strings.TrimPrefix(web.URL, "http://"))
+	e := s.getProblem(t, "/hello.php", "upstream_not_fastcgi", 502)
+	if !strings.Contains(e.problem.Detail, "HTTP server") {
+		t.Errorf("detail does not say an HTTP server answered: %q", e.problem.Detail)
+	}
+}
+
+// A TCP listener whose accept queue is full drops new connections, as a
+// saturated php-fpm does on TCP: the dial times out.
+func TestConnectTimeoutWhenTheAcceptQueueIsFull(t *testing.T) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	port := testbed.FreePort(t)
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	// Fill the queue; nobody ever accepts.
+	for range 3 {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			defer c.Close()
+		}
+	}
+	s := startFailStack(t, "tcp", addr, "FCGISCOPE_CONNECT_TIMEOUT=300ms")
+	s.getProblem(t, "/hello.php", "upstream_connect_timeout", 504)
+}
+
+func TestUnresolvableHostName(t *testing.T) {
+	s := startFailStack(t, "tcp", "php-fpm.invalid:9000")
+	e := s.getProblem(t, "/hello.php", "upstream_dns_failed", e2eDNSStatus(t))
+	if !strings.Contains(e.problem.Detail, "php-fpm.invalid") {
+		t.Errorf("detail does not name the host: %q", e.problem.Detail)
+	}
+}
+
+// e2eDNSStatus is 502 for a name that does not exist; where the machine has
+// no resolver at all the lookup may time out instead, which is a 504.
+func e2eDNSStatus(t *testing.T) int {
+	_, err := net.LookupHost("php-fpm.invalid")
+	var de *net.DNSError
+	if err != nil && errors.As(err, &de) && de.IsTimeout {
+		return 504
+	}
+	return 502
+}
+
+func TestReadTimeoutIsA504(t *testing.T) {
+	testbed.RequireFPM(t)
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{})
+	s := startFailStack(t, "unix", fpm.Addr, "FCGISCOPE_READ_TIMEOUT=500ms")
+	e := s.getProblem(t, "/sleep.php?s=3", "upstream_read_timeout", 504)
+	if !strings.Contains(e.problem.Detail, "500ms") {
+		t.Errorf("detail does not name the timeout: %q", e.problem.Detail)
+	}
+}
+
+func TestNginxGivingUpIsLoggedAsClientAborted(t *testing.T) {
+	testbed.RequireFPM(t)
+	testbed.RequireNginx(t)
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{})
+	listen := fmt.Sprintf("127.0.0.1:%d", testbed.FreePort(t))
+	p := testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN="+listen, "FCGISCOPE_UPSTREAM="+fpm.Addr)
+	ngx := testbed.StartNginx(t, testbed.NginxConfig{FastCGIPass: listen, ReadTimeout: time.Second})
+	r := do(t, "GET", ngx.URL+"/sleep.php?s=3", nil)
+	if r.status != 504 {
+		t.Errorf("nginx answered %d, want its own 504 after fastcgi_read_timeout", r.status)
+	}
+	line := waitLog(t, p, func(m map[string]any) bool { return m["uri"] == "/sleep.php?s=3" })
+	if line["cause"] != "client_aborted" || line["status"] != float64(499) {
+		t.Errorf("log line cause %v status %v, want client_aborted 499: %v", line["cause"], line["status"], line)
+	}
+	if d, _ := line["duration_ms"].(float64); d < 900 || d > 2500 {
+		t.Errorf("duration_ms %v, want about nginx's 1 s timeout", line["duration_ms"])
+	}
+}

@@ -1,0 +1,102 @@
+package e2e
+
+import (
+	"bytes"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/testbed"
+)
+
+// fakeFastCGI serves FastCGI on a unix socket: it reads each request whole
+// and answers it with respond. It stands in for upstream behaviour php-fpm
+// cannot be made to show.
+func fakeFastCGI(t *testing.T, respond func(w *fcgi.Writer, id uint16)) string {
+	t.Helper()
+	path := filepath.Join(testbed.ShortTempDir(t), "fake.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				r := fcgi.NewReader(c)
+				var id uint16
+				for {
+					h, err := r.Next()
+					if err != nil {
+						return
+					}
+					id = h.RequestID
+					if h.Type == fcgi.TypeStdin && h.ContentLength == 0 {
+						break
+					}
+				}
+				w := fcgi.NewWriter(c)
+				respond(w, id)
+				w.Flush()
+			}()
+		}
+	}()
+	return "unix:" + path
+}
+
+func TestUpstreamsThatBreakTheProtocol(t *testing.T) {
+	tests := []struct {
+		name    string
+		respond func(w *fcgi.Writer, id uint16)
+		cause   string
+		status  int
+		detail  string
+	}{
+		{"OVERLOADED", func(w *fcgi.Writer, id uint16) {
+			w.WriteEndRequest(id, fcgi.EndRequest{ProtocolStatus: fcgi.StatusOverloaded})
+		}, "upstream_overloaded", 503, "OVERLOADED"},
+		{"END_REQUEST without STDOUT", func(w *fcgi.Writer, id uint16) {
+			w.WriteEndRequest(id, fcgi.EndRequest{})
+		}, "upstream_protocol_error", 502, "without any STDOUT"},
+		{"headers that never end", func(w *fcgi.Writer, id uint16) {
+			w.WriteStream(fcgi.TypeStdout, id, []byte("Content-Type: text/html\r\nX-Half: a header and no blank line"))
+			w.EndStream(fcgi.TypeStdout, id)
+			w.WriteEndRequest(id, fcgi.EndRequest{})
+		}, "upstream_protocol_error", 502, "CGI headers"},
+		{"endless headers", func(w *fcgi.Writer, id uint16) {
+			w.WriteStream(fcgi.TypeStdout, id, bytes.Repeat([]byte("X-Filler: 0123456789abcdef0123456789abcdef\r\n"), 3000))
+		}, "upstream_protocol_error", 502, "did not end within"},
+		{"undefined record type", func(w *fcgi.Writer, id uint16) {
+			w.WriteRecord(fcgi.RecordType(42), id, []byte("junk"))
+		}, "upstream_protocol_error", 502, "type(42)"},
+		{"garbage after a valid record", func(w *fcgi.Writer, id uint16) {
+			w.WriteStream(fcgi.TypeStderr, id, []byte("starting\n"))
+			w.WriteRaw([]byte("\x07garbage-garbage"))
+		}, "upstream_protocol_error", 502, "version"},
+		{"wrong request id", func(w *fcgi.Writer, id uint16) {
+			w.WriteStream(fcgi.TypeStdout, id+1, []byte("Status: 200\r\n\r\nsomeone else's page"))
+		}, "upstream_protocol_error", 502, "request"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startFailStack(t, "tcp", fakeFastCGI(t, tt.respond))
+			e := s.getProblem(t, "/hello.php", tt.cause, tt.status)
+			if !strings.Contains(e.problem.Detail, tt.detail) {
+				t.Errorf("detail %q does not mention %q", e.problem.Detail, tt.detail)
+			}
+		})
+	}
+}

@@ -1,0 +1,106 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fcgiscope/fcgiscope/internal/testbed"
+)
+
+// The seed's other story: php-fpm's request_terminate_timeout kills an API
+// call. The replacement says so, with the setting, its value and its file.
+func TestTerminateTimeoutKillIsExplainedWithTheSetting(t *testing.T) {
+	testbed.RequireFPM(t)
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{RequestTerminateTimeout: time.Second})
+	s := startFailStack(t, "unix", fpm.Addr, "FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath)
+	for _, path := range []string{"/sleep.php?s=3", "/sleep.php?s=3&flush=1&stream=0"} {
+		t.Run(path, func(t *testing.T) {
+			e := s.getProblem(t, path, "worker_timeout_killed", 502)
+			ev := e.problem.Evidence
+			if ev["request_terminate_timeout"] != "1s" || !strings.HasPrefix(ev["config"], fpm.ConfigPath+":") || ev["pool"] != "www" {
+				t.Errorf("evidence does not cite the setting and its file: %v", ev)
+			}
+			if !hintsMention(e.problem.Hints, "request_terminate_timeout") {
+				t.Errorf("hints: %q", e.problem.Hints)
+			}
+			if e.log["replaced"] != true || e.log["truncated"] != false {
+				t.Errorf("log line replaced %v truncated %v, want a replaced response", e.log["replaced"], e.log["truncated"])
+			}
+		})
+	}
+}
+
+func TestWorkerKilledWithoutPoolConfigIsWorkerDied(t *testing.T) {
+	testbed.RequireFPM(t)
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{})
+	s := startFailStack(t, "unix", fpm.Addr, "FCGISCOPE_FPM_CONFIG=/nonexistent/php-fpm.conf")
+	for _, sig := range []int{9, 11} {
+		t.Run(fmt.Sprintf("signal %d", sig), func(t *testing.T) {
+			e := s.getProblem(t, fmt.Sprintf("/crash.php?sig=%d", sig), "worker_died", 502)
+			if !strings.Contains(e.problem.Detail, "without sending END_REQUEST") {
+				t.Errorf("detail: %q", e.problem.Detail)
+			}
+		})
+	}
+}
+
+// brokenTransfer fetches url and reports whether the client saw the
+// transfer fail, and what it got.
+func brokenTransfer(t *testing.T, url string) (status int, body string, broken bool) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", true
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err != nil
+}
+
+// A worker that dies after its response started must never give the client
+// a complete-looking 200, over any transport, with keep_conn off or on.
+func TestWorkerDeathAfterOutputBreaksTheClientTransfer(t *testing.T) {
+	testbed.RequireFPM(t)
+	testbed.RequireNginx(t)
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{RequestTerminateTimeout: time.Second})
+	for _, down := range []string{"tcp", "unix"} {
+		t.Run(down, func(t *testing.T) {
+			listen := fmt.Sprintf("127.0.0.1:%d", testbed.FreePort(t))
+			if down == "unix" {
+				listen = "unix:" + filepath.Join(testbed.ShortTempDir(t), "fcgiscope.sock")
+			}
+			p := testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN="+listen, "FCGISCOPE_LISTEN_MODE=0666",
+				"FCGISCOPE_UPSTREAM="+fpm.Addr, "FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath)
+			for _, keep := range []bool{false, true} {
+				ngx := testbed.StartNginx(t, testbed.NginxConfig{FastCGIPass: listen, KeepConn: keep})
+				for _, script := range []string{"/crash.php?sig=9&flush=1", "/sleep.php?s=3&flush=1"} {
+					path := fmt.Sprintf("%s&run=%s-%v", script, down, keep)
+					t.Run(fmt.Sprintf("keep_conn=%v%s", keep, script), func(t *testing.T) {
+						status, body, broken := brokenTransfer(t, ngx.URL+path)
+						if !broken {
+							t.Fatalf("the client got a complete-looking response: %d %q", status, body)
+						}
+						if status == 200 && !strings.HasPrefix(body, "partial") && !strings.HasPrefix(body, "started") {
+							t.Errorf("body %q lacks the part that was sent", body)
+						}
+						line := waitLog(t, p, func(m map[string]any) bool { return m["uri"] == path && m["message"] == "request" && m["conn"] != nil && m["truncated"] == true })
+						if line["cause"] != "worker_died" && line["cause"] != "worker_timeout_killed" && line["cause"] != "worker_crashed" {
+							t.Errorf("cause %v", line["cause"])
+						}
+						if n, _ := line["bytes_out"].(float64); n == 0 {
+							t.Errorf("bytes_out %v: the delivered part is not counted", line["bytes_out"])
+						}
+						if log := ngx.ReadErrorLog(); !strings.Contains(log, "response is incomplete") {
+							t.Errorf("nginx's error log does not say the response was cut:\n%s", log)
+						}
+					})
+				}
+			}
+		})
+	}
+}
