@@ -88,7 +88,9 @@ func TestWorkerDeathAfterOutputBreaksTheClientTransfer(t *testing.T) {
 						if status == 200 && !strings.HasPrefix(body, "partial") && !strings.HasPrefix(body, "started") {
 							t.Errorf("body %q lacks the part that was sent", body)
 						}
-						line := waitLog(t, p, func(m map[string]any) bool { return m["uri"] == path && m["message"] == "request" && m["conn"] != nil && m["truncated"] == true })
+						line := waitLog(t, p, func(m map[string]any) bool {
+							return m["uri"] == path && m["message"] == "request" && m["conn"] != nil && m["truncated"] == true
+						})
 						if line["cause"] != "worker_died" && line["cause"] != "worker_timeout_killed" && line["cause"] != "worker_crashed" {
 							t.Errorf("cause %v", line["cause"])
 						}
