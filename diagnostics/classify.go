@@ -298,7 +298,7 @@ func (c *Classifier) finderHints(t *proxy.Trace) []string {
 		if r.Addr == t.Upstream {
 			continue
 		}
-		hints = append(hints, fmt.Sprintf("php-fpm (a FastCGI server) answers on %s: set FCGISCOPE_UPSTREAM=%s (without fcgiscope: fastcgi_pass %s;).", r.Addr, r.Addr, r.Addr))
+		hints = append(hints, fmt.Sprintf("A FastCGI server answers on %s: if that is your php-fpm, set FCGISCOPE_UPSTREAM=%s (without fcgiscope: fastcgi_pass %s;).", r.Addr, r.Addr, r.Addr))
 	}
 	return hints
 }

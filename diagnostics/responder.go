@@ -154,7 +154,7 @@ func newView(t *proxy.Trace, d *Diagnosis, full bool) *view {
 	v.Stderr = string(t.Stderr)
 	add := func(name string, at time.Time) {
 		if !at.IsZero() {
-			v.Timeline = append(v.Timeline, step{name, fmt.Sprintf("+%.1f ms", ms(at.Sub(t.Accepted)))})
+			v.Timeline = append(v.Timeline, step{name, "+" + seconds(at.Sub(t.Accepted))})
 		}
 	}
 	add("request received from the web server", t.Accepted)
