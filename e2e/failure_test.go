@@ -54,7 +54,9 @@ func TestStaleSocketAfterPHPFPMWasKilled(t *testing.T) {
 	testbed.RequireFPM(t)
 	fpm := testbed.StartFPM(t, testbed.FPMConfig{})
 	// The workers hold the listening socket too: kill them all, as the
-	// OOM killer or a kill -9 of the whole group would.
+	// OOM killer or a kill -9 of the whole group would. The master is
+	// stopped first so that it cannot start replacements.
+	syscall.Kill(fpm.Pid, syscall.SIGSTOP)
 	pids := append(fpm.WorkerPIDs(), fpm.Pid)
 	for _, pid := range pids {
 		syscall.Kill(pid, syscall.SIGKILL)
