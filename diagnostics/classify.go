@@ -39,6 +39,13 @@ type Classifier struct {
 	// Finder looks for FastCGI responders on this host for hints; nil
 	// means no scan.
 	Finder *Finder
+	// Log is php-fpm's error log, where it says why a worker died; nil
+	// means the classifier goes by timing alone.
+	Log *fpm.LogTail
+	// LogWait bounds how long a failure waits for php-fpm's log line,
+	// which can come a few milliseconds after the connection dies;
+	// 0 means 300 ms.
+	LogWait time.Duration
 }
 
 // Diagnose explains t. It returns nil for a request that succeeded without
@@ -207,20 +214,10 @@ func (c *Classifier) workerGone(t *proxy.Trace, d *Diagnosis) {
 	if errors.Is(t.Err, syscall.ECONNRESET) {
 		how = "reset the connection"
 	}
-	if p := c.Pool; p != nil && p.RequestTerminateTimeout > 0 && matchesTerminate(elapsed, p.RequestTerminateTimeout) {
-		d.Cause = CauseWorkerTimeout
-		limit := p.RequestTerminateTimeout
-		where := p.Settings["request_terminate_timeout"].Where()
-		ev["request_terminate_timeout"] = limit.String()
-		ev["pool"] = p.Name
-		if where != "" {
-			ev["config"] = where
-		}
-		d.Detail = fmt.Sprintf("The php-fpm worker %s without finishing after %s. Pool %q has request_terminate_timeout = %s%s, and php-fpm terminates a worker whose request runs that long; the timing matches.", how, seconds(elapsed), p.Name, limit, at(where))
-		d.Hints = []string{
-			fmt.Sprintf("Make %s finish within %s, or raise request_terminate_timeout%s (and nginx's fastcgi_read_timeout with it).", scriptName(t), limit, at(where)),
-			"To see where the time goes, set request_slowlog_timeout (a little under the limit) and slowlog in the pool: php-fpm then logs the script's stack.",
-		}
+	if c.fromLog(t, d, how, elapsed) {
+		return
+	}
+	if c.workerGoneByTiming(t, d, how, elapsed) {
 		return
 	}
 	d.Cause = CauseWorkerDied
@@ -235,6 +232,119 @@ func (c *Classifier) workerGone(t *proxy.Trace, d *Diagnosis) {
 	if c.Pool != nil {
 		d.Hints = d.Hints[:1]
 	}
+}
+
+// workerGoneByTiming explains a dead worker as a request_terminate_timeout
+// kill when the request ran as long as the pool allows, and reports whether
+// it did.
+func (c *Classifier) workerGoneByTiming(t *proxy.Trace, d *Diagnosis, how string, elapsed time.Duration) bool {
+	ev := d.Evidence
+	p := c.Pool
+	if p == nil || p.RequestTerminateTimeout <= 0 || !matchesTerminate(elapsed, p.RequestTerminateTimeout) {
+		return false
+	}
+	d.Cause = CauseWorkerTimeout
+	limit := p.RequestTerminateTimeout
+	where := p.Settings["request_terminate_timeout"].Where()
+	ev["request_terminate_timeout"] = limit.String()
+	ev["pool"] = p.Name
+	if where != "" {
+		ev["config"] = where
+	}
+	d.Detail = fmt.Sprintf("The php-fpm worker %s without finishing after %s. Pool %q has request_terminate_timeout = %s%s, and php-fpm terminates a worker whose request runs that long; the timing matches.", how, seconds(elapsed), p.Name, limit, at(where))
+	d.Hints = []string{
+		fmt.Sprintf("Make %s finish within %s, or raise request_terminate_timeout%s (and nginx's fastcgi_read_timeout with it).", scriptName(t), limit, at(where)),
+		"To see where the time goes, set request_slowlog_timeout (a little under the limit) and slowlog in the pool: php-fpm then logs the script's stack.",
+	}
+	return true
+}
+
+// fromLog explains a dead worker from php-fpm's own error log: the
+// "execution timed out" line names the script, the "exited on signal" line
+// the signal. It reports whether the log had the answer.
+func (c *Classifier) fromLog(t *proxy.Trace, d *Diagnosis, how string, elapsed time.Duration) bool {
+	if c.Log == nil {
+		return false
+	}
+	wait := c.LogWait
+	if wait == 0 {
+		wait = 300 * time.Millisecond
+	}
+	// php-fpm stamps whole seconds; anything from the second the request
+	// reached it on may be about this request.
+	since := t.DialStart
+	until := t.End.Add(2 * time.Second)
+	inWindow := func(e fpm.Event) bool { return !e.Time.After(until) }
+	timedOut, haveTimedOut := c.Log.Find(since, 0, func(e fpm.Event) bool {
+		return e.Kind == fpm.EventTimedOut && e.Script == t.Script && inWindow(e)
+	})
+	exit, haveExit := c.Log.Find(since, wait, func(e fpm.Event) bool {
+		return (e.Kind == fpm.EventSignal || e.Kind == fpm.EventExit) && inWindow(e) &&
+			(!haveTimedOut || e.Pid == timedOut.Pid)
+	})
+	if !haveTimedOut && !haveExit {
+		return false
+	}
+	ev := d.Evidence
+	ev["fpm_log"] = c.Log.Path
+	if haveTimedOut {
+		d.Cause = CauseWorkerTimeout
+		d.FPMPid = timedOut.Pid
+		ev["fpm_log_line"] = timedOut.Line
+		d.Detail = fmt.Sprintf("php-fpm terminated worker %d: its log says the script %s (request %q) \"execution timed out (%.2f sec)\".", timedOut.Pid, timedOut.Script, timedOut.Request, timedOut.Seconds)
+		limitHint := "raise request_terminate_timeout in the pool"
+		if p := c.Pool; p != nil && p.RequestTerminateTimeout > 0 {
+			where := p.Settings["request_terminate_timeout"].Where()
+			ev["request_terminate_timeout"] = p.RequestTerminateTimeout.String()
+			ev["pool"] = p.Name
+			if where != "" {
+				ev["config"] = where
+			}
+			d.Detail += fmt.Sprintf(" Pool %q has request_terminate_timeout = %s%s.", p.Name, p.RequestTerminateTimeout, at(where))
+			limitHint = fmt.Sprintf("raise request_terminate_timeout%s", at(where))
+		}
+		d.Hints = []string{
+			fmt.Sprintf("Make %s finish sooner, or %s (and nginx's fastcgi_read_timeout with it).", scriptName(t), limitHint),
+			"To see where the time goes, set request_slowlog_timeout (a little under the limit) and slowlog in the pool: php-fpm then logs the script's stack.",
+		}
+		return true
+	}
+	d.FPMPid = exit.Pid
+	ev["fpm_log_line"] = exit.Line
+	if exit.Kind == fpm.EventExit {
+		d.Cause = CauseWorkerDied
+		ev["exit_code"] = strconv.Itoa(exit.Code)
+		d.Detail = fmt.Sprintf("The php-fpm worker %s after %s; php-fpm's log says worker %d exited with code %d. A PHP extension or the script called exit() at the process level.", how, seconds(elapsed), exit.Pid, exit.Code)
+		d.Hints = []string{"Look at the lines before it in " + c.Log.Path + " and at the script's last actions."}
+		return true
+	}
+	ev["signal"] = exit.SignalName
+	if exit.Signal == int(syscall.SIGTERM) && c.Pool != nil && c.Pool.RequestTerminateTimeout > 0 && matchesTerminate(elapsed, c.Pool.RequestTerminateTimeout) {
+		// A terminate kill whose "timed out" line was not found: the
+		// signal and the timing still say what happened.
+		c.workerGoneByTiming(t, d, how, elapsed)
+		d.FPMPid = exit.Pid
+		return true
+	}
+	d.Cause = CauseWorkerCrashed
+	core := ""
+	if exit.CoreDumped {
+		core = ", core dumped"
+	}
+	d.Detail = fmt.Sprintf("The php-fpm worker %s after %s: php-fpm's log says worker %d exited on signal %d (%s%s).", how, seconds(elapsed), exit.Pid, exit.Signal, exit.SignalName, core)
+	switch syscall.Signal(exit.Signal) {
+	case syscall.SIGSEGV, syscall.SIGBUS, syscall.SIGILL, syscall.SIGABRT:
+		d.Hints = []string{
+			"A crash inside PHP or an extension: note the script and request, disable extensions one at a time (opcache, xdebug, imagick are usual suspects) or get a backtrace from a core dump (rlimit_core = unlimited in the pool).",
+		}
+	case syscall.SIGKILL:
+		d.Hints = []string{
+			"SIGKILL comes from the kernel's OOM killer (see dmesg or the container's memory limit) or from an operator; lower memory_limit times pm.max_children below the memory available.",
+		}
+	default:
+		d.Hints = []string{"Something sent the worker " + exit.SignalName + ": an operator, a deploy script, or systemd."}
+	}
+	return true
 }
 
 // matchesTerminate reports whether a request that ran for elapsed was ended

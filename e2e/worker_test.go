@@ -106,3 +106,34 @@ func TestWorkerDeathAfterOutputBreaksTheClientTransfer(t *testing.T) {
 		})
 	}
 }
+
+// With php-fpm's error log at hand, a crash is named with its signal and
+// the worker's pid.
+func TestWorkerCrashIsNamedFromPHPFPMsLog(t *testing.T) {
+	testbed.RequireFPM(t)
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{})
+	s := startFailStack(t, "unix", fpm.Addr, "FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath)
+	for _, tt := range []struct {
+		sig  int
+		name string
+	}{{9, "SIGKILL"}, {11, "SIGSEGV"}} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := s.getProblem(t, fmt.Sprintf("/crash.php?sig=%d", tt.sig), "worker_crashed", 502)
+			if e.problem.Evidence["signal"] != tt.name || !strings.Contains(e.problem.Detail, tt.name) {
+				t.Errorf("signal not named: %q %v", e.problem.Detail, e.problem.Evidence)
+			}
+			pid, _ := e.log["fpm_pid"].(float64)
+			if pid == 0 || !strings.Contains(e.problem.Evidence["fpm_log_line"], fmt.Sprintf("child %d exited on signal %d", int(pid), tt.sig)) {
+				t.Errorf("fpm_pid %v does not match the log line %q", e.log["fpm_pid"], e.problem.Evidence["fpm_log_line"])
+			}
+		})
+	}
+	t.Run("terminate timeout from the log", func(t *testing.T) {
+		fpm := testbed.StartFPM(t, testbed.FPMConfig{RequestTerminateTimeout: time.Second})
+		s := startFailStack(t, "unix", fpm.Addr, "FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath)
+		e := s.getProblem(t, "/sleep.php?s=3", "worker_timeout_killed", 502)
+		if !strings.Contains(e.problem.Evidence["fpm_log_line"], "execution timed out") || e.log["fpm_pid"] == nil {
+			t.Errorf("not taken from the log: %v", e.problem.Evidence)
+		}
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -36,8 +37,10 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	}
 	log := newLogger(cfg.LogFormat, cfg.logLevel, stdout)
 
+	pool, fpmLog := loadFPM(&cfg, log)
 	classifier := &diagnostics.Classifier{
-		Pool:   loadPool(&cfg, log),
+		Pool:   pool,
+		Log:    fpmLog,
 		Finder: &diagnostics.Finder{Exclude: []fcgi.Addr{cfg.listenAddr}},
 	}
 	srv := &proxy.Server{
@@ -80,10 +83,10 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	return exitCodeForContext(ctx)
 }
 
-// loadPool reads the php-fpm configuration and returns the pool that listens
-// on the upstream address. Not finding it costs only precision in the
-// explanations, so every problem is a warning.
-func loadPool(cfg *serveConfig, log zerolog.Logger) *fpm.Pool {
+// loadFPM reads the php-fpm configuration and returns the pool that listens
+// on the upstream address and php-fpm's error log. Not finding them costs
+// only precision in the explanations, so every problem is a warning.
+func loadFPM(cfg *serveConfig, log zerolog.Logger) (*fpm.Pool, *fpm.LogTail) {
 	var conf *fpm.Config
 	var err error
 	if cfg.FPMConfig != "" {
@@ -93,11 +96,12 @@ func loadPool(cfg *serveConfig, log zerolog.Logger) *fpm.Pool {
 	}
 	if err != nil {
 		log.Warn().Err(err).Msg("php-fpm configuration not read: a killed worker is reported as worker_died, not worker_timeout_killed; set FCGISCOPE_FPM_CONFIG")
-		return nil
+		return nil, errorLog(cfg.FPMLog, nil, log)
 	}
 	for _, w := range conf.Warnings {
 		log.Warn().Str("config", conf.Path).Msg("php-fpm configuration: " + w)
 	}
+	tail := errorLog(cfg.FPMLog, conf, log)
 	pool := conf.PoolFor(cfg.upstreamAddr)
 	if pool == nil {
 		var listens []string
@@ -106,9 +110,29 @@ func loadPool(cfg *serveConfig, log zerolog.Logger) *fpm.Pool {
 		}
 		log.Warn().Str("config", conf.Path).Strs("pools", listens).Str("upstream", cfg.upstreamAddr.String()).
 			Msg("no php-fpm pool in the configuration listens on the upstream address; is FCGISCOPE_UPSTREAM right?")
-		return nil
+		return nil, tail
 	}
 	log.Info().Str("config", conf.Path).Str("pool", pool.Name).Dur("request_terminate_timeout", pool.RequestTerminateTimeout).
 		Int("pm.max_children", pool.MaxChildren).Msg("read the php-fpm pool configuration")
-	return pool
+	return pool, tail
+}
+
+// errorLog returns php-fpm's error log: the one named in FCGISCOPE_FPM_LOG,
+// else the configuration's error_log.
+func errorLog(path string, conf *fpm.Config, log zerolog.Logger) *fpm.LogTail {
+	if path == "" && conf != nil {
+		path = conf.ErrorLog
+		if path != "" && !filepath.IsAbs(path) && path != "syslog" {
+			path = filepath.Join(conf.Prefix, path)
+		}
+	}
+	if path == "" {
+		return nil
+	}
+	if !fpm.Readable(path) {
+		log.Warn().Str("fpm_log", path).Msg("php-fpm's error log cannot be read here (syslog, another process's stderr, or no permission): crashes are reported without the signal; set FCGISCOPE_FPM_LOG")
+		return nil
+	}
+	log.Info().Str("fpm_log", path).Msg("reading php-fpm's error log to explain dead workers")
+	return &fpm.LogTail{Path: path}
 }

@@ -1,0 +1,90 @@
+package fpm
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestParseLogLineReadsTheEventsPHPFPMWrites(t *testing.T) {
+	loc := time.UTC
+	tests := []struct {
+		line string
+		want Event
+	}{
+		{`[27-Nov-2026 10:46:54] WARNING: [pool www] child 12500, script '/srv/sleep.php' (request: "GET /sleep.php?s=5") execution timed out (2.092795 sec), terminating`,
+			Event{Kind: EventTimedOut, Level: "WARNING", Pool: "www", Pid: 12500, Script: "/srv/sleep.php", Request: "GET /sleep.php?s=5", Seconds: 2.092795}},
+		{`[27-Nov-2026 10:46:53] WARNING: [pool www] child 12500, script '/srv/sleep.php' (request: "GET /sleep.php?s=5") executing too slow (1.091923 sec), logging`,
+			Event{Kind: EventSlow, Level: "WARNING", Pool: "www", Pid: 12500, Script: "/srv/sleep.php", Request: "GET /sleep.php?s=5", Seconds: 1.091923}},
+		{`[27-Nov-2026 10:46:54] WARNING: [pool www] child 12500 exited on signal 15 (SIGTERM) after 5.353270 seconds from start`,
+			Event{Kind: EventSignal, Level: "WARNING", Pool: "www", Pid: 12500, Signal: 15, SignalName: "SIGTERM", Seconds: 5.35327}},
+		{`[27-Nov-2026 10:46:54] WARNING: [pool dyn] child 7 exited on signal 11 (SIGSEGV - core dumped) after 0.5 seconds from start`,
+			Event{Kind: EventSignal, Level: "WARNING", Pool: "dyn", Pid: 7, Signal: 11, SignalName: "SIGSEGV", CoreDumped: true, Seconds: 0.5}},
+		{`[27-Nov-2026 10:46:54] NOTICE: [pool www] child 8 exited with code 3 after 1.000000 seconds from start`,
+			Event{Kind: EventExit, Level: "NOTICE", Pool: "www", Pid: 8, Code: 3, Seconds: 1}},
+		{`[27-Nov-2026 10:46:54] NOTICE: [pool www] child 13002 started`,
+			Event{Kind: EventStarted, Level: "NOTICE", Pool: "www", Pid: 13002}},
+		{`[27-Nov-2026 10:46:54] WARNING: [pool dyn] server reached pm.max_children setting (2), consider raising it`,
+			Event{Kind: EventMaxChildren, Level: "WARNING", Pool: "dyn", MaxChildren: 2}},
+		{`[27-Nov-2026 10:46:54] WARNING: [pool od] server reached max_children setting (3), consider raising it`,
+			Event{Kind: EventMaxChildren, Level: "WARNING", Pool: "od", MaxChildren: 3}},
+		{`[27-Nov-2026 10:46:54] WARNING: [pool www] child 184 said into stderr: "hello"`,
+			Event{Kind: EventOutput, Level: "WARNING", Pool: "www", Pid: 184, Output: "hello"}},
+		{`[27-Nov-2026 10:46:54.123456] WARNING: pid 99, fpm_children_bury(), line 256: [pool www] child 5 exited on signal 9 (SIGKILL) after 1.0 seconds from start`,
+			Event{Kind: EventSignal, Level: "WARNING", Pool: "www", Pid: 5, Signal: 9, SignalName: "SIGKILL", Seconds: 1}},
+	}
+	for _, tt := range tests {
+		got, ok := ParseLogLine(tt.line, loc)
+		if !ok {
+			t.Errorf("not parsed: %s", tt.line)
+			continue
+		}
+		tt.want.Line = tt.line
+		tt.want.Time = got.Time
+		if got != tt.want {
+			t.Errorf("%s\n got %+v\nwant %+v", tt.line, got, tt.want)
+		}
+		if got.Time.Year() != 2026 || got.Time.Day() != 27 || got.Time.Hour() != 10 {
+			t.Errorf("time %v", got.Time)
+		}
+	}
+	for _, line := range []string{"", "garbage", `[27-Nov-2026 10:46:54] NOTICE: fpm is running, pid 1`} {
+		if _, ok := ParseLogLine(line, loc); ok {
+			t.Errorf("parsed %q", line)
+		}
+	}
+}
+
+func TestLogTailFindsALineWrittenAfterTheFailure(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fpm.log")
+	now := time.Now()
+	stamp := now.Format("02-Jan-2006 15:04:05")
+	os.WriteFile(path, []byte("["+stamp+"] NOTICE: [pool www] child 1 started\n"), 0o644)
+	go func() {
+		time.Sleep(60 * time.Millisecond)
+		f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		f.WriteString("[" + stamp + "] WARNING: [pool www] child 1 exited on signal 9 (SIGKILL) after 2.0 seconds from start\n")
+		f.Close()
+	}()
+	l := &LogTail{Path: path}
+	ev, ok := l.Find(now, time.Second, func(e Event) bool { return e.Kind == EventSignal })
+	if !ok || ev.Pid != 1 || ev.SignalName != "SIGKILL" {
+		t.Fatalf("Find = %+v %v", ev, ok)
+	}
+	start := time.Now()
+	if _, ok := l.Find(now.Add(time.Hour), 100*time.Millisecond, func(Event) bool { return true }); ok {
+		t.Error("found an event older than since")
+	}
+	if _, ok := (&LogTail{Path: "/nonexistent/log"}).Find(now, 5*time.Second, func(Event) bool { return true }); ok || time.Since(start) > 2*time.Second {
+		t.Error("an unreadable log is waited for")
+	}
+}
+
+func FuzzParseLogLine(f *testing.F) {
+	f.Add(`[27-Nov-2026 10:46:54] WARNING: [pool www] child 12500 exited on signal 15 (SIGTERM) after 5.353270 seconds from start`)
+	f.Add(`[27-Nov-2026 10:46:54] WARNING: [pool www] child 1, script 'x' (request: "GET /") execution timed out (1 sec), terminating`)
+	f.Fuzz(func(t *testing.T, line string) {
+		ParseLogLine(line, time.UTC)
+	})
+}
