@@ -3,6 +3,8 @@
 package diagnostics
 
 import (
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -71,8 +73,8 @@ func (a *AccessLog) Observe(t *proxy.Trace) {
 			Bool("replaced", t.Replaced)
 		if len(d.Evidence) > 0 {
 			dict := zerolog.Dict()
-			for k, v := range d.Evidence {
-				dict = dict.Str(k, v)
+			for _, k := range slices.Sorted(maps.Keys(d.Evidence)) {
+				dict = dict.Str(k, d.Evidence[k])
 			}
 			ev = ev.Dict("evidence", dict)
 		}
