@@ -41,7 +41,7 @@ type Classifier struct {
 	Finder *Finder
 	// Log is php-fpm's error log, where it says why a worker died; nil
 	// means the classifier goes by timing alone.
-	Log *fpm.LogTail
+	Log *fpm.Follower
 	// LogWait bounds how long a failure waits for php-fpm's log line,
 	// which can come a few milliseconds after the connection dies;
 	// 0 means 300 ms.
@@ -270,17 +270,14 @@ func (c *Classifier) fromLog(t *proxy.Trace, d *Diagnosis, how string, elapsed t
 	if wait == 0 {
 		wait = 300 * time.Millisecond
 	}
-	// php-fpm stamps whole seconds; anything from the second the request
-	// reached it on may be about this request.
+	// Only lines that arrived after the request reached php-fpm can be
+	// about it; php-fpm's own timestamps have whole seconds.
 	since := t.DialStart
-	until := t.End.Add(2 * time.Second)
-	inWindow := func(e fpm.Event) bool { return !e.Time.After(until) }
 	timedOut, haveTimedOut := c.Log.Find(since, 0, func(e fpm.Event) bool {
-		return e.Kind == fpm.EventTimedOut && e.Script == t.Script && inWindow(e)
+		return e.Kind == fpm.EventTimedOut && e.Script == t.Script
 	})
 	exit, haveExit := c.Log.Find(since, wait, func(e fpm.Event) bool {
-		return (e.Kind == fpm.EventSignal || e.Kind == fpm.EventExit) && inWindow(e) &&
-			(!haveTimedOut || e.Pid == timedOut.Pid)
+		return (e.Kind == fpm.EventSignal || e.Kind == fpm.EventExit) && (!haveTimedOut || e.Pid == timedOut.Pid)
 	})
 	if !haveTimedOut && !haveExit {
 		return false

@@ -38,6 +38,13 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	log := newLogger(cfg.LogFormat, cfg.logLevel, stdout)
 
 	pool, fpmLog := loadFPM(&cfg, log)
+	if fpmLog != nil {
+		go func() {
+			if err := fpmLog.Run(ctx); err != nil {
+				log.Warn().Err(err).Str("fpm_log", fpmLog.Path).Msg("cannot follow php-fpm's error log")
+			}
+		}()
+	}
 	classifier := &diagnostics.Classifier{
 		Pool:   pool,
 		Log:    fpmLog,
@@ -86,7 +93,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 // loadFPM reads the php-fpm configuration and returns the pool that listens
 // on the upstream address and php-fpm's error log. Not finding them costs
 // only precision in the explanations, so every problem is a warning.
-func loadFPM(cfg *serveConfig, log zerolog.Logger) (*fpm.Pool, *fpm.LogTail) {
+func loadFPM(cfg *serveConfig, log zerolog.Logger) (*fpm.Pool, *fpm.Follower) {
 	var conf *fpm.Config
 	var err error
 	if cfg.FPMConfig != "" {
@@ -119,7 +126,7 @@ func loadFPM(cfg *serveConfig, log zerolog.Logger) (*fpm.Pool, *fpm.LogTail) {
 
 // errorLog returns php-fpm's error log: the one named in FCGISCOPE_FPM_LOG,
 // else the configuration's error_log.
-func errorLog(path string, conf *fpm.Config, log zerolog.Logger) *fpm.LogTail {
+func errorLog(path string, conf *fpm.Config, log zerolog.Logger) *fpm.Follower {
 	if path == "" && conf != nil {
 		path = conf.ErrorLog
 		if path != "" && !filepath.IsAbs(path) && path != "syslog" {
@@ -134,5 +141,5 @@ func errorLog(path string, conf *fpm.Config, log zerolog.Logger) *fpm.LogTail {
 		return nil
 	}
 	log.Info().Str("fpm_log", path).Msg("reading php-fpm's error log to explain dead workers")
-	return &fpm.LogTail{Path: path}
+	return &fpm.Follower{Path: path}
 }

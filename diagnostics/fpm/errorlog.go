@@ -1,9 +1,6 @@
 package fpm
 
 import (
-	"bytes"
-	"io"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -111,75 +108,3 @@ func ParseLogLine(line string, loc *time.Location) (Event, bool) {
 	return ev, true
 }
 
-// tailBytes bounds how much of the end of the log LogTail reads.
-const tailBytes = 256 << 10
-
-// LogTail finds recent events in php-fpm's error log by reading the end of
-// the file. A failure is often seen on the socket a few milliseconds before
-// php-fpm logs it, so Find waits a bounded time for a matching line.
-type LogTail struct {
-	Path string
-	// Location is the time zone php-fpm writes in; nil means time.Local.
-	Location *time.Location
-}
-
-// Find returns the last event at or after since for which match is true,
-// polling the file until wait has passed. A log that cannot be read is not
-// waited for.
-func (l *LogTail) Find(since time.Time, wait time.Duration, match func(Event) bool) (Event, bool) {
-	deadline := time.Now().Add(wait)
-	for {
-		ev, ok, readable := l.find(since, match)
-		if ok {
-			return ev, true
-		}
-		if !readable || time.Now().After(deadline) {
-			return Event{}, false
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
-func (l *LogTail) find(since time.Time, match func(Event) bool) (found Event, ok, readable bool) {
-	f, err := os.Open(l.Path)
-	if err != nil {
-		return Event{}, false, false
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return Event{}, false, false
-	}
-	off := max(fi.Size()-tailBytes, 0)
-	buf := make([]byte, fi.Size()-off)
-	if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
-		return Event{}, false, false
-	}
-	loc := l.Location
-	if loc == nil {
-		loc = time.Local
-	}
-	// php-fpm's timestamps have whole seconds.
-	since = since.Truncate(time.Second)
-	for _, line := range bytes.Split(buf, []byte{'\n'}) {
-		ev, parsed := ParseLogLine(string(line), loc)
-		if parsed && !ev.Time.Before(since) && match(ev) {
-			found, ok = ev, true
-		}
-	}
-	return found, ok, true
-}
-
-// Readable reports whether path names a log file fcgiscope can read, as
-// opposed to syslog or another process's standard error.
-func Readable(path string) bool {
-	if path == "" || path == "syslog" || strings.HasPrefix(path, "/proc/self/fd/") || strings.HasPrefix(path, "/dev/") {
-		return false
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	f.Close()
-	return true
-}

@@ -1,8 +1,10 @@
 package fpm
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -56,28 +58,54 @@ func TestParseLogLineReadsTheEventsPHPFPMWrites(t *testing.T) {
 	}
 }
 
-func TestLogTailFindsALineWrittenAfterTheFailure(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "fpm.log")
-	now := time.Now()
-	stamp := now.Format("02-Jan-2006 15:04:05")
-	os.WriteFile(path, []byte("["+stamp+"] NOTICE: [pool www] child 1 started\n"), 0o644)
-	go func() {
-		time.Sleep(60 * time.Millisecond)
-		f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-		f.WriteString("[" + stamp + "] WARNING: [pool www] child 1 exited on signal 9 (SIGKILL) after 2.0 seconds from start\n")
-		f.Close()
-	}()
-	l := &LogTail{Path: path}
-	ev, ok := l.Find(now, time.Second, func(e Event) bool { return e.Kind == EventSignal })
-	if !ok || ev.Pid != 1 || ev.SignalName != "SIGKILL" {
-		t.Fatalf("Find = %+v %v", ev, ok)
+func TestFollowerSeesNewLinesAcrossRotationAndTruncation(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "fpm.log")
+	stamp := time.Now().Format("02-Jan-2006 15:04:05")
+	line := func(pid int, sig string) string {
+		return "[" + stamp + "] WARNING: [pool www] child " + strconv.Itoa(pid) + " exited on signal 9 (" + sig + ") after 2.0 seconds from start\n"
 	}
-	start := time.Now()
-	if _, ok := l.Find(now.Add(time.Hour), 100*time.Millisecond, func(Event) bool { return true }); ok {
-		t.Error("found an event older than since")
+	// Lines already in the log are history, not news.
+	os.WriteFile(path, []byte(line(1, "SIGKILL")), 0o644)
+	f := &Follower{Path: path}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(100 * time.Millisecond)
+
+	appendLine := func(s string) {
+		fh, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+		fh.WriteString(s)
+		fh.Close()
 	}
-	if _, ok := (&LogTail{Path: "/nonexistent/log"}).Find(now, 5*time.Second, func(Event) bool { return true }); ok || time.Since(start) > 2*time.Second {
-		t.Error("an unreadable log is waited for")
+	find := func(pid int) bool {
+		_, ok := f.Find(time.Time{}, 3*time.Second, func(e Event) bool { return e.Pid == pid })
+		return ok
+	}
+	if _, ok := f.Find(time.Time{}, 0, func(e Event) bool { return e.Pid == 1 }); ok {
+		t.Error("a line written before the follower started was taken as news")
+	}
+	before := time.Now()
+	go func() { time.Sleep(50 * time.Millisecond); appendLine(line(2, "SIGKILL")) }()
+	ev, ok := f.Find(before, 3*time.Second, func(e Event) bool { return e.Kind == EventSignal })
+	if !ok || ev.Pid != 2 {
+		t.Fatalf("appended line not found: %+v %v", ev, ok)
+	}
+	if _, ok := f.Find(time.Now(), 0, func(e Event) bool { return e.Pid == 2 }); ok {
+		t.Error("an event that arrived before since was returned")
+	}
+	// logrotate's create mode: rename, then a new file.
+	os.Rename(path, path+".1")
+	appendLine(line(3, "SIGSEGV"))
+	if !find(3) {
+		t.Error("line in the new file after rotation not found")
+	}
+	// copytruncate mode.
+	os.Truncate(path, 0)
+	appendLine(line(4, "SIGSEGV"))
+	if !find(4) {
+		t.Error("line after truncation not found")
 	}
 }
 

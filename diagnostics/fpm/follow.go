@@ -1,0 +1,269 @@
+package fpm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Follower follows php-fpm's error log as it grows, across rotation and
+// truncation, and keeps the recent events with the time each one arrived.
+// Matching on arrival time rather than on php-fpm's own timestamps, which
+// have whole seconds, keeps an earlier death in the same second from being
+// taken for a later one.
+type Follower struct {
+	// Path is the log file.
+	Path string
+	// Location is the time zone php-fpm writes in; nil means time.Local.
+	Location *time.Location
+	// Keep bounds the events kept; 0 means 1024.
+	Keep int
+
+	mu      sync.Mutex
+	events  []Arrival // ring, oldest first once full
+	next    int
+	changed chan struct{} // closed and replaced when an event arrives
+}
+
+// Arrival is an event and when the Follower read it.
+type Arrival struct {
+	Event
+	At time.Time
+}
+
+// maxLine bounds a line kept while waiting for its end; php-fpm cuts its
+// own lines at log_limit (1024 by default).
+const maxLine = 64 << 10
+
+// Run follows the log until ctx ends. It starts at the end of the file:
+// only what php-fpm writes from now on is of interest. It returns an error
+// only when the directory cannot be watched at all.
+func (f *Follower) Run(ctx context.Context) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	// Watch the directory: a rotated log is a new file with the same name.
+	if err := w.Add(filepath.Dir(f.Path)); err != nil {
+		return err
+	}
+	t := &tail{path: f.Path}
+	t.open(true)
+	defer t.close()
+	// Events can be missed (overlay file systems, a full queue); a slow
+	// check every second catches up without busy polling.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			if filepath.Clean(ev.Name) != filepath.Clean(f.Path) {
+				continue
+			}
+		case <-w.Errors:
+		case <-tick.C:
+		}
+		for _, line := range t.read() {
+			if e, ok := ParseLogLine(line, f.loc()); ok {
+				f.add(e)
+			}
+		}
+	}
+}
+
+func (f *Follower) loc() *time.Location {
+	if f.Location != nil {
+		return f.Location
+	}
+	return time.Local
+}
+
+func (f *Follower) add(e Event) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	keep := f.Keep
+	if keep <= 0 {
+		keep = 1024
+	}
+	a := Arrival{Event: e, At: time.Now()}
+	if len(f.events) < keep {
+		f.events = append(f.events, a)
+	} else {
+		f.events[f.next] = a
+		f.next = (f.next + 1) % keep
+	}
+	if f.changed != nil {
+		close(f.changed)
+		f.changed = nil
+	}
+}
+
+// Find returns the latest event that arrived at or after since and
+// satisfies match, waiting until wait has passed for one to arrive.
+func (f *Follower) Find(since time.Time, wait time.Duration, match func(Event) bool) (Event, bool) {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		f.mu.Lock()
+		var found Event
+		ok := false
+		for i := range f.events {
+			a := f.events[(f.next+i)%len(f.events)]
+			if !a.At.Before(since) && match(a.Event) {
+				found, ok = a.Event, true
+			}
+		}
+		if ok || wait <= 0 {
+			f.mu.Unlock()
+			return found, ok
+		}
+		if f.changed == nil {
+			f.changed = make(chan struct{})
+		}
+		changed := f.changed
+		f.mu.Unlock()
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return Event{}, false
+		}
+	}
+}
+
+// tail reads what is appended to a file, reopening it when it is replaced
+// and starting over when it is truncated.
+type tail struct {
+	path    string
+	f       *os.File
+	ino     uint64
+	off     int64
+	partial []byte
+	// last holds the bytes just before off, to notice a truncation that
+	// was followed by new writes past the old offset before we looked.
+	last []byte
+}
+
+func (t *tail) open(atEnd bool) {
+	f, err := os.Open(t.path)
+	if err != nil {
+		return
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return
+	}
+	t.f, t.ino, t.off, t.partial = f, inode(fi), 0, nil
+	if atEnd {
+		t.off = fi.Size()
+	}
+}
+
+func (t *tail) close() {
+	if t.f != nil {
+		t.f.Close()
+		t.f = nil
+	}
+}
+
+// read returns the complete lines appended since the last call.
+func (t *tail) read() []string {
+	fi, err := os.Stat(t.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil // rotated away; the new file will appear
+	case err != nil:
+		return nil
+	case t.f == nil || inode(fi) != t.ino:
+		// A new file: read what was written before we noticed it.
+		var lines []string
+		if t.f != nil {
+			lines = t.drain()
+			t.close()
+		}
+		t.open(false)
+		return append(lines, t.drain()...)
+	case fi.Size() < t.off || !t.unchanged():
+		t.off, t.partial, t.last = 0, nil, nil // truncated (copytruncate rotation)
+	}
+	return t.drain()
+}
+
+// unchanged reports whether the bytes before off are still the ones read.
+func (t *tail) unchanged() bool {
+	if t.f == nil || len(t.last) == 0 {
+		return true
+	}
+	b := make([]byte, len(t.last))
+	n, _ := t.f.ReadAt(b, t.off-int64(len(t.last)))
+	return n == len(b) && bytes.Equal(b, t.last)
+}
+
+func (t *tail) drain() []string {
+	if t.f == nil {
+		return nil
+	}
+	var lines []string
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := t.f.ReadAt(buf, t.off)
+		t.off += int64(n)
+		if n > 0 {
+			keep := buf[max(0, n-64):n]
+			t.last = append(t.last[:0], keep...)
+		}
+		data := append(t.partial, buf[:n]...)
+		for {
+			i := bytes.IndexByte(data, '\n')
+			if i < 0 {
+				break
+			}
+			lines = append(lines, strings.TrimRight(string(data[:i]), "\r"))
+			data = data[i+1:]
+		}
+		if len(data) > maxLine {
+			data = data[:0] // a line this long is not php-fpm's
+		}
+		t.partial = append(t.partial[:0], data...)
+		if err == io.EOF || n == 0 || err != nil {
+			return lines
+		}
+	}
+}
+
+func inode(fi fs.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
+}
+
+// Readable reports whether path names a log file fcgiscope can read, as
+// opposed to syslog or another process's standard error.
+func Readable(path string) bool {
+	if path == "" || path == "syslog" || strings.HasPrefix(path, "/proc/self/fd/") || strings.HasPrefix(path, "/dev/") {
+		return false
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
