@@ -107,4 +107,3 @@ func ParseLogLine(line string, loc *time.Location) (Event, bool) {
 	}
 	return ev, true
 }
-
