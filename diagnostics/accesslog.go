@@ -64,6 +64,15 @@ func (a *AccessLog) Observe(t *proxy.Trace) {
 		Float64("ttfb_ms", ms(t.TimeToFirstByte())).
 		Int64("bytes_in", t.BytesIn).
 		Int64("bytes_out", t.BytesOut)
+	if !t.QueueStart.IsZero() {
+		ev = ev.Float64("queue_ms", ms(t.QueueTime()))
+	}
+	if t.DialAttempts > 1 {
+		ev = ev.Int("dial_attempts", t.DialAttempts)
+	}
+	if t.Resent > 0 {
+		ev = ev.Int("resent", t.Resent)
+	}
 	if d != nil {
 		ev = ev.Str("cause", d.Cause.ID).
 			Str("detail", d.Detail).

@@ -74,6 +74,7 @@ func (c *Classifier) failure(t *proxy.Trace) *Diagnosis {
 	d := &Diagnosis{Evidence: ev}
 
 	var dialErr *proxy.DialError
+	var queueErr *proxy.QueueTimeoutError
 	var verErr *fcgi.VersionError
 	var protoErr *proxy.ProtocolError
 	var rejected *proxy.RejectedError
@@ -95,8 +96,21 @@ func (c *Classifier) failure(t *proxy.Trace) *Diagnosis {
 	case errors.As(err, &protoErr) && !protoErr.Upstream:
 		d.Cause = CauseDownstreamInvalid
 		d.Detail = err.Error() + "."
+	case errors.As(err, &queueErr):
+		d.Cause = CauseQueueTimeout
+		ev["max_conns"] = strconv.Itoa(queueErr.MaxConns)
+		ev["queue_ms"] = fmt.Sprintf("%.1f", ms(queueErr.Waited))
+		d.Detail = fmt.Sprintf("All %d upstream slots (FCGISCOPE_MAX_CONNS) stayed busy for %s (FCGISCOPE_QUEUE_TIMEOUT); the request was never sent to php-fpm.", queueErr.MaxConns, seconds(queueErr.Waited))
+		d.Hints = []string{
+			"The pool is saturated: find the slow scripts (request_slowlog_timeout, pm.status_path) or add workers (pm.max_children, then FCGISCOPE_MAX_CONNS).",
+			"A longer FCGISCOPE_QUEUE_TIMEOUT absorbs longer bursts at the cost of latency.",
+		}
 	case errors.As(err, &dialErr):
 		c.dialFailure(t, dialErr, d)
+		if t.DialAttempts > 1 {
+			ev["dial_attempts"] = strconv.Itoa(t.DialAttempts)
+			d.Detail += fmt.Sprintf(" fcgiscope tried %d times over %s before giving up.", t.DialAttempts, seconds(t.End.Sub(t.DialStart)))
+		}
 	case errors.As(err, &verErr) && t.UpstreamRecords > 0:
 		d.Cause = CauseProtocolError
 		ev["bad_header"] = strconv.Quote(string(verErr.Header[:]))
@@ -342,6 +356,20 @@ func (c *Classifier) fromLog(t *proxy.Trace, d *Diagnosis, how string, elapsed t
 		d.Hints = []string{"Something sent the worker " + exit.SignalName + ": an operator, a deploy script, or systemd."}
 	}
 	return true
+}
+
+// UpstreamWasRestarting reports whether php-fpm's log shows a reload or a
+// stop around t: then a connection it closed without a word was cut by the
+// restart, not by a crash, and the request may be sent again. It is the
+// proxy's RetryClosed hook.
+func (c *Classifier) UpstreamWasRestarting(t *proxy.Trace) bool {
+	if c.Log == nil {
+		return false
+	}
+	_, ok := c.Log.Find(t.DialStart.Add(-2*time.Second), 200*time.Millisecond, func(e fpm.Event) bool {
+		return e.Kind == fpm.EventReloading || e.Kind == fpm.EventStopping
+	})
+	return ok
 }
 
 // matchesTerminate reports whether a request that ran for elapsed was ended

@@ -37,6 +37,9 @@ func startFailStack(t *testing.T, downNet, upstream string, env ...string) *fail
 		"FCGISCOPE_LISTEN_MODE=0666",
 		"FCGISCOPE_UPSTREAM=" + upstream,
 		"FCGISCOPE_CONNECT_TIMEOUT=1s",
+		// Fail at once instead of waiting for the upstream to come back:
+		// these tests are about what the failure says.
+		"FCGISCOPE_QUEUE_TIMEOUT=0s",
 	}, env...)...)
 	s.nginx = testbed.StartNginx(t, testbed.NginxConfig{FastCGIPass: listen})
 	return s

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -263,8 +264,26 @@ func (c *conn) noteParams(q *request) error {
 // relaying the response. The body follows as the web server sends it.
 func (c *conn) startUpstream(q *request) {
 	t := &q.trace
+	srv := c.srv
+	deadline := t.ParamsDone.Add(srv.QueueTimeout)
+	if srv.slots != nil {
+		t.QueueStart = time.Now()
+		ok := srv.slots.TryAcquire(1)
+		if !ok && srv.QueueTimeout > 0 {
+			ctx, cancel := context.WithDeadline(srv.ctx, deadline)
+			ok = srv.slots.Acquire(ctx, 1) == nil
+			cancel()
+		}
+		t.QueueEnd = time.Now()
+		if !ok {
+			q.failEarly(&QueueTimeoutError{Waited: t.QueueEnd.Sub(t.QueueStart), MaxConns: srv.MaxConns})
+			return
+		}
+		q.slot = true
+	}
 	t.DialStart = time.Now()
-	up, err := c.srv.dial(c.srv.ctx)
+	up, attempts, err := srv.dialRetrying(deadline)
+	t.DialAttempts = attempts
 	if err != nil {
 		q.failEarly(err)
 		return

@@ -24,9 +24,10 @@ type request struct {
 
 	up    net.Conn
 	upw   *fcgi.Writer // written by the connection goroutine only
+	slot  bool         // holds a MaxConns slot
 	upErr error        // first write error towards the upstream
 
-	mu    sync.Mutex // guards trace.BytesIn and trace.StdinDone
+	mu    sync.Mutex // guards trace.BytesIn, trace.StdinDone and up
 	trace Trace
 
 	stdinDone bool          // connection goroutine only
@@ -77,9 +78,64 @@ func (q *request) markResponseDone() {
 // broke the protocol; err says why.
 func (q *request) abortUpstream(err error) {
 	q.abortErr.CompareAndSwap(nil, &err)
-	if q.up != nil {
-		q.up.Close()
+	q.mu.Lock()
+	up := q.up
+	q.mu.Unlock()
+	if up != nil {
+		up.Close()
 	}
+}
+
+// mayResend reports whether a request whose upstream closed without a word
+// can be sent again: it has no body, its method is safe to repeat, and the
+// Server's RetryClosed hook knows why the upstream closed.
+func (q *request) mayResend() bool {
+	t := &q.trace
+	srv := q.c.srv
+	if srv.RetryClosed == nil || t.UpstreamRecords > 0 || q.abortErr.Load() != nil || t.Resent >= 3 {
+		return false
+	}
+	switch t.Method {
+	case "GET", "HEAD", "OPTIONS":
+	default:
+		return false
+	}
+	q.mu.Lock()
+	bodyless := !t.StdinDone.IsZero() && t.BytesIn == 0
+	q.mu.Unlock()
+	return bodyless && time.Now().Before(t.ParamsDone.Add(srv.QueueTimeout)) && srv.RetryClosed(t)
+}
+
+// resend connects again and sends the request head and its empty body. The
+// params are still in the connection's buffer: the web server cannot start
+// another request on the connection before this one's response is done.
+func (q *request) resend() error {
+	t := &q.trace
+	srv := q.c.srv
+	up, attempts, err := srv.dialRetrying(t.ParamsDone.Add(srv.QueueTimeout))
+	t.DialAttempts += attempts
+	if err != nil {
+		return err
+	}
+	w := fcgi.NewWriter(up)
+	w.WriteBeginRequest(q.id, fcgi.BeginRequest{Role: q.begin.Role, Flags: q.begin.Flags &^ fcgi.FlagKeepConn})
+	w.WriteStream(fcgi.TypeParams, q.id, q.c.params.Bytes())
+	w.EndStream(fcgi.TypeParams, q.id)
+	w.EndStream(fcgi.TypeStdin, q.id)
+	if err := w.Flush(); err != nil {
+		up.Close()
+		return err
+	}
+	q.mu.Lock()
+	old := q.up
+	q.up = up
+	q.mu.Unlock()
+	old.Close()
+	if q.abortErr.Load() != nil {
+		up.Close() // the web server left while we reconnected
+	}
+	t.Resent++
+	return nil
 }
 
 // failEarly ends a request that failed before any upstream exchange: the
@@ -96,6 +152,10 @@ func (q *request) failEarly(err error) {
 func (q *request) endResponse() {
 	if q.up != nil {
 		q.up.Close()
+	}
+	if q.slot {
+		q.slot = false
+		q.c.srv.slots.Release(1)
 	}
 	if !q.keepConn {
 		// The web server asked us to close after this request. Half-close
@@ -166,6 +226,12 @@ func (q *request) relayResponse() {
 		}
 		h, err := ur.Next()
 		if err != nil {
+			if q.mayResend() {
+				if rerr := q.resend(); rerr == nil {
+					ur.Reset(q.up)
+					continue
+				}
+			}
 			r.fail(upstreamReadError(err, srv.ReadTimeout))
 			return
 		}

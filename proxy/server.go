@@ -12,9 +12,11 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/fcgiscope/fcgiscope/fcgi"
 )
@@ -67,6 +69,23 @@ type Server struct {
 	// headers are complete, before anything is forwarded, so that a worker
 	// that dies early can still be answered for. 0 forwards at once.
 	HoldBytes int
+	// MaxConns, when positive, limits the requests in flight to the
+	// upstream; the rest wait their turn, first come first served. Set it
+	// to php-fpm's pm.max_children so that a burst waits here instead of
+	// overflowing php-fpm's listen queue.
+	MaxConns int
+	// QueueTimeout bounds how long a request may wait, for a MaxConns slot
+	// and for an upstream that refuses connections while it restarts:
+	// connection attempts that fail before any byte was sent are retried
+	// within it. 0 means no waiting and no retries.
+	QueueTimeout time.Duration
+	// RetryClosed, when set, is asked whether a request whose upstream
+	// connection closed before any response byte may be sent again. It is
+	// only asked for requests without a body whose method is GET, HEAD or
+	// OPTIONS, and should say yes only when the upstream is known to have
+	// been reloading or stopping: a worker that was killed may have run
+	// the script already.
+	RetryClosed func(t *Trace) bool
 	// ServerTiming adds a Server-Timing header to every response, with the
 	// time spent connecting to the upstream and waiting for its first byte,
 	// so that browser developer tools show where the time went.
@@ -94,6 +113,7 @@ type Server struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	reqIDs    requestIDs
+	slots     *semaphore.Weighted
 }
 
 func (s *Server) init() {
@@ -104,6 +124,9 @@ func (s *Server) init() {
 		s.listeners = make(map[net.Listener]struct{})
 		s.conns = make(map[*conn]struct{})
 		s.reqIDs.init()
+		if s.MaxConns > 0 {
+			s.slots = semaphore.NewWeighted(int64(s.MaxConns))
+		}
 	}
 }
 
@@ -233,6 +256,26 @@ func (s *Server) ActiveConns() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.conns)
+}
+
+// dialRetrying connects to the upstream, retrying with backoff until deadline
+// while the failure is one that happens before anything is sent: nothing
+// listens (a restart), no socket file (a graceful stop), a full listen queue
+// (a burst). It returns the number of attempts made.
+func (s *Server) dialRetrying(deadline time.Time) (net.Conn, int, error) {
+	backoff := 10 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		conn, err := s.dial(s.ctx)
+		if err == nil || !retryableDial(err) || time.Now().Add(backoff).After(deadline) || s.ctx.Err() != nil {
+			return conn, attempt, err
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, 250*time.Millisecond)
+	}
+}
+
+func retryableDial(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.EAGAIN)
 }
 
 func (s *Server) dial(ctx context.Context) (net.Conn, error) {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/fcgi"
@@ -33,6 +34,8 @@ type Trace struct {
 	// Timestamps; zero when the step never happened.
 	Accepted   time.Time // BEGIN_REQUEST read
 	ParamsDone time.Time // the empty PARAMS record read
+	QueueStart time.Time // began waiting for a MaxConns slot
+	QueueEnd   time.Time // got the slot, or gave up
 	DialStart  time.Time
 	DialEnd    time.Time // upstream connection established
 	StdinDone  time.Time // the empty STDIN record read
@@ -47,6 +50,10 @@ type Trace struct {
 	UpstreamBytes int64
 	// UpstreamRecords counts the well-formed records the upstream sent.
 	UpstreamRecords int
+	// DialAttempts counts connection attempts, retries included;
+	// Resent counts the times the request was sent again after the
+	// upstream closed without answering.
+	DialAttempts, Resent int
 
 	// Status is the HTTP status of the response sent downstream: the CGI
 	// Status header, 200 when the headers had none, 0 when no headers were
@@ -85,6 +92,7 @@ type Phase string
 // The phases of a request.
 const (
 	PhaseParams    Phase = "params"     // reading the request head from the web server
+	PhaseQueued    Phase = "queued"     // waiting for a MaxConns slot
 	PhaseConnect   Phase = "connecting" // dialling the upstream
 	PhaseSending   Phase = "sending"    // forwarding the request body
 	PhaseWaiting   Phase = "waiting"    // waiting for the response to start
@@ -96,6 +104,8 @@ func (t *Trace) Phase() Phase {
 	switch {
 	case t.ParamsDone.IsZero():
 		return PhaseParams
+	case !t.QueueStart.IsZero() && t.DialStart.IsZero():
+		return PhaseQueued
 	case t.DialEnd.IsZero():
 		return PhaseConnect
 	case !t.FirstByte.IsZero():
@@ -108,6 +118,9 @@ func (t *Trace) Phase() Phase {
 
 // Duration returns the time from BEGIN_REQUEST to the end of the request.
 func (t *Trace) Duration() time.Duration { return since(t.Accepted, t.End) }
+
+// QueueTime returns how long the request waited for a MaxConns slot.
+func (t *Trace) QueueTime() time.Duration { return since(t.QueueStart, t.QueueEnd) }
 
 // ConnectTime returns how long the upstream connection took to establish.
 func (t *Trace) ConnectTime() time.Duration { return since(t.DialStart, t.DialEnd) }
@@ -135,6 +148,17 @@ var (
 	// ErrShutdown means fcgiscope was stopping and cut the request off.
 	ErrShutdown = errors.New("fcgiscope was shutting down")
 )
+
+// QueueTimeoutError means no MaxConns slot became free within the queue
+// timeout.
+type QueueTimeoutError struct {
+	Waited   time.Duration
+	MaxConns int
+}
+
+func (e *QueueTimeoutError) Error() string {
+	return fmt.Sprintf("no upstream slot became free in %s (all %d in use)", e.Waited.Round(time.Millisecond), e.MaxConns)
+}
 
 // DialError is a failure to connect to the upstream.
 type DialError struct {

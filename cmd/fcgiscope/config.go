@@ -28,6 +28,8 @@ type serveConfig struct {
 	ConnectTimeout  time.Duration `env:"FCGISCOPE_CONNECT_TIMEOUT" envDefault:"3s" help:"how long to wait for php-fpm to accept a connection"`
 	ReadTimeout     time.Duration `env:"FCGISCOPE_READ_TIMEOUT" envDefault:"0s" help:"fail a request when php-fpm sends nothing for this long; 0 turns it off"`
 	HoldBytes       int           `env:"FCGISCOPE_HOLD_BYTES" envDefault:"65536" help:"response bytes held back so that a dying worker's response can still be replaced; 0 streams at once"`
+	MaxConns        int           `env:"FCGISCOPE_MAX_CONNS" envDefault:"0" help:"requests in flight to php-fpm at most; more wait in line. 0 means the pool's pm.max_children when known, else no limit"`
+	QueueTimeout    time.Duration `env:"FCGISCOPE_QUEUE_TIMEOUT" envDefault:"5s" help:"how long a request may wait for a free slot or for a restarting php-fpm before a 503; 0 fails at once"`
 	MaxParamsBytes  int           `env:"FCGISCOPE_MAX_PARAMS_BYTES" envDefault:"1048576" help:"largest FastCGI PARAMS stream accepted from the web server"`
 	ErrorDetail     string        `env:"FCGISCOPE_ERROR_DETAIL" envDefault:"local" help:"what error pages show: full, local (full for loopback and private client addresses, minimal otherwise) or minimal"`
 	ServerTiming    bool          `env:"FCGISCOPE_SERVER_TIMING" envDefault:"false" help:"add a Server-Timing header with connect and wait times to every response"`

@@ -50,8 +50,16 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		Log:    fpmLog,
 		Finder: &diagnostics.Finder{Exclude: []fcgi.Addr{cfg.listenAddr}},
 	}
+	maxConns := cfg.MaxConns
+	if maxConns == 0 && pool != nil && pool.MaxChildren > 0 {
+		maxConns = pool.MaxChildren
+		log.Info().Int("max_conns", maxConns).Msg("limiting requests in flight to the pool's pm.max_children; more wait up to FCGISCOPE_QUEUE_TIMEOUT")
+	}
 	srv := &proxy.Server{
 		Upstream:       cfg.upstreamAddr,
+		MaxConns:       maxConns,
+		QueueTimeout:   cfg.QueueTimeout,
+		RetryClosed:    classifier.UpstreamWasRestarting,
 		ConnectTimeout: cfg.ConnectTimeout,
 		ReadTimeout:    cfg.ReadTimeout,
 		HoldBytes:      cfg.HoldBytes,

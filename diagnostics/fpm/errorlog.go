@@ -19,6 +19,9 @@ const (
 	EventStarted     EventKind = "started"      // a worker started
 	EventMaxChildren EventKind = "max_children" // the pool reached pm.max_children
 	EventOutput      EventKind = "output"       // a worker wrote to stdout or stderr (catch_workers_output)
+	EventReloading   EventKind = "reloading"    // the master got SIGUSR2 and is reloading
+	EventStopping    EventKind = "stopping"     // the master got SIGQUIT, SIGTERM or SIGINT and is stopping
+	EventReady       EventKind = "ready"        // the master is ready to handle connections
 )
 
 // Event is one parsed line of php-fpm's error log.
@@ -99,6 +102,12 @@ func ParseLogLine(line string, loc *time.Location) (Event, bool) {
 	case reMaxChildren.MatchString(msg):
 		s := reMaxChildren.FindStringSubmatch(msg)
 		ev.Kind, ev.MaxChildren = EventMaxChildren, atoi(s[1])
+	case msg == "Reloading in progress ...":
+		ev.Kind = EventReloading
+	case msg == "Finishing ..." || msg == "Terminating ...":
+		ev.Kind = EventStopping
+	case msg == "ready to handle connections":
+		ev.Kind = EventReady
 	case reOutput.MatchString(msg):
 		s := reOutput.FindStringSubmatch(msg)
 		ev.Kind, ev.Pid, ev.Output = EventOutput, atoi(s[1]), s[2]

@@ -33,6 +33,10 @@ func TestParseLogLineReadsTheEventsPHPFPMWrites(t *testing.T) {
 			Event{Kind: EventMaxChildren, Level: "WARNING", Pool: "od", MaxChildren: 3}},
 		{`[27-Nov-2026 10:46:54] WARNING: [pool www] child 184 said into stderr: "hello"`,
 			Event{Kind: EventOutput, Level: "WARNING", Pool: "www", Pid: 184, Output: "hello"}},
+		{`[27-Nov-2026 13:00:43] NOTICE: Reloading in progress ...`, Event{Kind: EventReloading, Level: "NOTICE"}},
+		{`[27-Nov-2026 13:00:44] NOTICE: Finishing ...`, Event{Kind: EventStopping, Level: "NOTICE"}},
+		{`[27-Nov-2026 13:00:44] NOTICE: Terminating ...`, Event{Kind: EventStopping, Level: "NOTICE"}},
+		{`[27-Nov-2026 13:00:43] NOTICE: ready to handle connections`, Event{Kind: EventReady, Level: "NOTICE"}},
 		{`[27-Nov-2026 10:46:54.123456] WARNING: pid 99, fpm_children_bury(), line 256: [pool www] child 5 exited on signal 9 (SIGKILL) after 1.0 seconds from start`,
 			Event{Kind: EventSignal, Level: "WARNING", Pool: "www", Pid: 5, Signal: 9, SignalName: "SIGKILL", Seconds: 1}},
 	}
@@ -47,11 +51,11 @@ func TestParseLogLineReadsTheEventsPHPFPMWrites(t *testing.T) {
 		if got != tt.want {
 			t.Errorf("%s\n got %+v\nwant %+v", tt.line, got, tt.want)
 		}
-		if got.Time.Year() != 2026 || got.Time.Day() != 27 || got.Time.Hour() != 10 {
+		if got.Time.Year() != 2026 || got.Time.Day() != 27 {
 			t.Errorf("time %v", got.Time)
 		}
 	}
-	for _, line := range []string{"", "garbage", `[27-Nov-2026 10:46:54] NOTICE: fpm is running, pid 1`} {
+	for _, line := range []string{"", "garbage", `[27-Nov-2026 10:46:54] NOTICE: fpm is running, pid 1`, `[27-Nov-2026 10:46:54] NOTICE: Reloading in progress ... or not`} {
 		if _, ok := ParseLogLine(line, loc); ok {
 			t.Errorf("parsed %q", line)
 		}

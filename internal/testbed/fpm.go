@@ -63,6 +63,8 @@ type FPM struct {
 
 	proc     *process
 	stopOnce sync.Once
+	bin      string
+	asRoot   bool
 }
 
 // fpmTemplate renders php-fpm.conf. Workers inherit the system php.ini
@@ -182,13 +184,32 @@ func StartFPM(t testing.TB, cfg FPMConfig) *FPM {
 		t.Fatalf("testbed: %v", err)
 	}
 
+	f.bin, f.asRoot = bin, data.Root
+	f.launch(t)
+	return f
+}
+
+// Restart starts php-fpm again with the same configuration, stopping it
+// first if it still runs, as a package upgrade or an operator's restart
+// does.
+func (f *FPM) Restart(t testing.TB) {
+	t.Helper()
+	f.Stop()
+	f.stopOnce = sync.Once{}
+	f.launch(t)
+}
+
+// launch starts the master and waits until it accepts connections.
+func (f *FPM) launch(t testing.TB) {
+	t.Helper()
+	bin, dir, network, address := f.bin, f.Dir, f.Network, f.Address
 	out, err := openLog(filepath.Join(dir, "php-fpm.out"))
 	if err != nil {
 		t.Fatalf("testbed: %v", err)
 	}
 	defer out.Close() // The child has its own copy.
 	args := []string{"-F", "-y", f.ConfigPath}
-	if data.Root {
+	if f.asRoot {
 		args = append(args, "-R")
 	}
 	cmd := exec.Command(bin, args...)
@@ -213,7 +234,6 @@ func StartFPM(t testing.TB, cfg FPMConfig) *FPM {
 			f.ConfigPath, err, tail(f.ReadErrorLog(), 30), tail(readFileString(out.Name()), 30))
 	}
 	t.Logf("testbed: php-fpm pid %d listening on %s (dir %s)", f.Pid, f.Addr, dir)
-	return f
 }
 
 // Stop stops php-fpm and waits for it: SIGQUIT (graceful, lets running
