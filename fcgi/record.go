@@ -84,16 +84,19 @@ type Reader struct {
 	hdr Header
 }
 
-// readerBufSize is large enough to hold a whole maximal record, so that most
-// records are read with one system call.
+// readerBufSize holds a whole maximal record.
 const readerBufSize = HeaderLen + MaxContent + 255
 
 // NewReader returns a Reader that reads from r through its own buffer.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{
-		br:  bufio.NewReaderSize(r, 16<<10),
-		buf: make([]byte, readerBufSize),
-	}
+	return NewReaderSize(r, 16<<10)
+}
+
+// NewReaderSize returns a Reader whose read buffer has at least size bytes.
+// The record buffer grows with the largest record seen, so a Reader that only
+// ever sees small records stays small.
+func NewReaderSize(r io.Reader, size int) *Reader {
+	return &Reader{br: bufio.NewReaderSize(r, size), buf: make([]byte, 0, 512)}
 }
 
 // Next reads the next record and returns its header. At a clean end of the
@@ -101,6 +104,7 @@ func NewReader(r io.Reader) *Reader {
 // error wrapping ErrTruncated (and io.ErrUnexpectedEOF). Errors from the
 // underlying reader are returned wrapped.
 func (r *Reader) Next() (Header, error) {
+	r.buf = r.buf[:cap(r.buf)]
 	if _, err := io.ReadFull(r.br, r.buf[:HeaderLen]); err != nil {
 		if err == io.EOF {
 			return Header{}, io.EOF
@@ -117,6 +121,13 @@ func (r *Reader) Next() (Header, error) {
 		return Header{}, &ve
 	}
 	n := HeaderLen + int(h.ContentLength) + int(h.PaddingLength)
+	if n > len(r.buf) {
+		// Grow in steps, so that a stream of growing records does not
+		// reallocate each time; the largest record fits readerBufSize.
+		grown := make([]byte, min(max(n, 2*len(r.buf)), readerBufSize))
+		copy(grown, r.buf[:HeaderLen])
+		r.buf = grown
+	}
 	if _, err := io.ReadFull(r.br, r.buf[HeaderLen:n]); err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			return Header{}, fmt.Errorf("fcgi: reading %s record of %d bytes: %w (%w)", h.Type, h.ContentLength, ErrTruncated, io.ErrUnexpectedEOF)
@@ -158,7 +169,13 @@ type Writer struct {
 
 // NewWriter returns a Writer that writes to w.
 func NewWriter(w io.Writer) *Writer {
-	return &Writer{bw: bufio.NewWriterSize(w, 32<<10)}
+	return NewWriterSize(w, 32<<10)
+}
+
+// NewWriterSize returns a Writer whose buffer has at least size bytes.
+// Records larger than the buffer go to w directly when the buffer is empty.
+func NewWriterSize(w io.Writer, size int) *Writer {
+	return &Writer{bw: bufio.NewWriterSize(w, size)}
 }
 
 var zeroPadding [8]byte

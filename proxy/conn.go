@@ -40,9 +40,22 @@ type conn struct {
 
 func (c *conn) serve() {
 	defer c.srv.forget(c)
-	defer c.nc.Close()
-	c.r = fcgi.NewReader(c.nc)
-	c.w = fcgi.NewWriter(c.nc)
+	c.r = readerPool.Get().(*fcgi.Reader)
+	c.r.Reset(c.nc)
+	c.w = writerPool.Get().(*fcgi.Writer)
+	c.w.Reset(c.nc)
+	defer func() {
+		c.nc.Close()
+		// The response goroutine may still be finishing the last
+		// request; the buffers go back only when it is done.
+		if q := c.req; q != nil {
+			<-q.respEnded
+		}
+		c.r.Reset(nil)
+		c.w.Reset(nil)
+		readerPool.Put(c.r)
+		writerPool.Put(c.w)
+	}()
 	c.params.Limit = c.srv.maxParams()
 	for {
 		h, err := c.r.Next()
@@ -52,11 +65,10 @@ func (c *conn) serve() {
 		}
 		if err := c.handle(h); err != nil {
 			c.srv.Log.Warn().Uint64("conn", c.id).Err(err).Msg("closing the web server's connection")
-			if q := c.req; q != nil && !q.responseDone() {
-				q.abortUpstream(err)
-				<-q.respDone
+			if q := c.req; q != nil {
+				q.abandon(err)
+				q.finishStdinSide()
 			}
-			c.req.finishStdinSide()
 			return
 		}
 	}
@@ -83,8 +95,7 @@ func (c *conn) readFailed(err error) {
 		if c.srv.closing.Load() && errors.Is(err, net.ErrClosed) {
 			cause = ErrShutdown
 		}
-		q.abortUpstream(cause)
-		<-q.respDone
+		q.abandon(cause)
 	}
 	q.finishStdinSide()
 }
@@ -123,10 +134,7 @@ func (c *conn) handle(h fcgi.Header) error {
 	case fcgi.TypeStdin, fcgi.TypeData:
 		c.forwardBody(q, h)
 	case fcgi.TypeAbortRequest:
-		if !q.responseDone() {
-			q.abortUpstream(fmt.Errorf("%w (ABORT_REQUEST)", ErrClientAborted))
-			<-q.respDone
-		}
+		q.abandon(fmt.Errorf("%w (ABORT_REQUEST)", ErrClientAborted))
 		q.finishStdinSide()
 	default:
 		return &ProtocolError{Reason: fmt.Sprintf("unexpected %s record from the web server", h.Type)}
@@ -181,11 +189,12 @@ func (c *conn) begin(h fcgi.Header) error {
 	c.inflight.Add(1)
 	c.params.Reset()
 	q := &request{
-		c:        c,
-		id:       h.RequestID,
-		keepConn: b.KeepConn(),
-		begin:    b,
-		respDone: make(chan struct{}),
+		c:         c,
+		id:        h.RequestID,
+		keepConn:  b.KeepConn(),
+		begin:     b,
+		respDone:  make(chan struct{}),
+		respEnded: make(chan struct{}),
 	}
 	q.pending.Store(2)
 	q.trace = Trace{
@@ -290,7 +299,8 @@ func (c *conn) startUpstream(q *request) {
 	}
 	t.DialEnd = time.Now()
 	q.up = up
-	q.upw = fcgi.NewWriter(up)
+	q.upw = writerPool.Get().(*fcgi.Writer)
+	q.upw.Reset(up)
 	// One upstream connection per request: the upstream may close it
 	// when the request ends, whatever the web server asked for.
 	q.upw.WriteBeginRequest(q.id, fcgi.BeginRequest{Role: q.begin.Role, Flags: q.begin.Flags &^ fcgi.FlagKeepConn})
@@ -299,6 +309,7 @@ func (c *conn) startUpstream(q *request) {
 	if c.r.Buffered() == 0 {
 		q.upErr = q.upw.Flush()
 	}
+	q.started = true
 	go q.relayResponse()
 }
 

@@ -31,7 +31,9 @@ type request struct {
 	trace Trace
 
 	stdinDone bool          // connection goroutine only
-	respDone  chan struct{} // closed when the response side is over
+	started   bool          // the response goroutine runs; connection goroutine only
+	respDone  chan struct{} // closed when the next request may begin
+	respEnded chan struct{} // closed when the response side has let go of everything
 	doneOnce  sync.Once
 	pending   atomic.Int32 // sides not yet finished
 	abortErr  atomic.Pointer[error]
@@ -53,6 +55,11 @@ func (q *request) finishStdinSide() {
 		return
 	}
 	q.stdinDone = true
+	if q.upw != nil {
+		q.upw.Reset(nil)
+		writerPool.Put(q.upw)
+		q.upw = nil
+	}
 	q.finishSide()
 }
 
@@ -72,6 +79,24 @@ func (q *request) finishSide() {
 // send its next request the moment it reads END_REQUEST.
 func (q *request) markResponseDone() {
 	q.doneOnce.Do(func() { close(q.respDone) })
+}
+
+// abandon ends the response side early because the web server is gone or
+// broke the protocol, and waits until it has. Before the response
+// goroutine runs, the connection goroutine owns the response side and ends
+// it itself.
+func (q *request) abandon(cause error) {
+	if q.responseDone() {
+		return
+	}
+	if q.started {
+		q.abortUpstream(cause)
+		<-q.respEnded
+		return
+	}
+	q.trace.Err = cause
+	q.trace.End = time.Now()
+	q.endResponse()
 }
 
 // abortUpstream stops the response side because the web server is gone or
@@ -157,16 +182,27 @@ func (q *request) endResponse() {
 		q.slot = false
 		q.c.srv.slots.Release(1)
 	}
+
 	if !q.keepConn {
-		// The web server asked us to close after this request. Half-close
-		// so it sees the end, and give it a moment to close first.
-		if cw, ok := q.c.nc.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
+		// The web server asked us to close after this request. With the
+		// whole request read nothing can be pending, so close at once;
+		// otherwise half-close, so that it sees the end, and give it a
+		// moment to stop sending before the close turns into a reset.
+		q.mu.Lock()
+		bodyRead := !q.trace.StdinDone.IsZero()
+		q.mu.Unlock()
+		if bodyRead {
+			q.c.nc.Close()
+		} else {
+			if cw, ok := q.c.nc.(interface{ CloseWrite() error }); ok {
+				cw.CloseWrite()
+			}
+			q.c.nc.SetReadDeadline(time.Now().Add(lingerAfterEnd))
 		}
-		q.c.nc.SetReadDeadline(time.Now().Add(lingerAfterEnd))
 	}
 	q.markResponseDone()
 	q.finishSide()
+	close(q.respEnded)
 }
 
 // replace sends the Responder's reply in place of the upstream's response.
@@ -207,16 +243,23 @@ func plainReply(t *Trace) Reply {
 	}
 }
 
-// readerPool keeps upstream record readers, whose 64 KiB buffers would
-// otherwise be allocated for every request.
-var readerPool = sync.Pool{New: func() any { return fcgi.NewReader(nil) }}
+// Record readers and writers are pooled: with fastcgi_keep_conn off every
+// request brings a new downstream connection and always a new upstream one,
+// and their buffers would otherwise be most of what a request allocates.
+var (
+	readerPool = sync.Pool{New: func() any { return fcgi.NewReaderSize(nil, 8<<10) }}
+	writerPool = sync.Pool{New: func() any { return fcgi.NewWriterSize(nil, 8<<10) }}
+)
 
 // relayResponse reads the upstream's response and forwards it to the web
 // server, holding back its start as configured. It runs on its own goroutine.
 func (q *request) relayResponse() {
 	ur := readerPool.Get().(*fcgi.Reader)
 	ur.Reset(q.up)
-	defer readerPool.Put(ur)
+	defer func() {
+		ur.Reset(nil)
+		readerPool.Put(ur)
+	}()
 	srv := q.c.srv
 	t := &q.trace
 	r := relay{q: q, holding: srv.HoldBytes > 0}
