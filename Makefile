@@ -1,7 +1,7 @@
 # The targets the README and CI use.
 GO ?= go
 
-.PHONY: test vet build deps demo
+.PHONY: test vet build deps demo bench
 
 # Everything CI checks: formatting, vet, and every test with the race
 # detector. Integration tests need nginx and php-fpm (make deps installs them).
@@ -24,3 +24,10 @@ deps:
 # Runs php-fpm on a unix socket with fcgiscope in front of it on 127.0.0.1:9001.
 demo: build
 	./scripts/demo
+
+# Measures fcgiscope against nginx -> php-fpm directly and through socat, and
+# the relay's Go benchmarks. Prints ratio tables; raw numbers go to
+# bench-results/. Tune with BENCH_ROUNDS, BENCH_DURATION, BENCH_CONNS.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./fcgi/ ./proxy/
+	FCGISCOPE_BENCH=1 $(GO) test -count=1 -timeout 60m -run 'TestNginxLoadRatios' -v ./bench/ | grep -v '^    suite_test.go'
