@@ -28,6 +28,15 @@ func (s *headerScanner) feed(p []byte) {
 		return
 	}
 	prev := len(s.buf)
+	if prev == 0 {
+		// The usual case: the headers arrive whole in the first record
+		// and are parsed in place.
+		if end := headerEnd(p[:min(len(p), maxHeaderScan)]); end >= 0 {
+			s.parse(p[:end])
+			s.done, s.complete = true, true
+			return
+		}
+	}
 	take := min(len(p), maxHeaderScan-prev)
 	s.buf = append(s.buf, p[:take]...)
 	// Search from a little before the new bytes, so a terminator split
@@ -91,7 +100,7 @@ func (s *headerScanner) parse(head []byte) {
 			sawLocation = len(value) > 0
 		case asciiEqualFold(name, "Content-Type"):
 			s.ctype = string(value)
-			if bytes.HasPrefix(bytes.ToLower(value), []byte("text/event-stream")) {
+			if len(value) >= len("text/event-stream") && asciiEqualFold(value[:len("text/event-stream")], "text/event-stream") {
 				s.streaming = true
 			}
 		case asciiEqualFold(name, "X-Accel-Buffering"):

@@ -49,10 +49,10 @@ func (o *traces) next(t *testing.T) Trace {
 }
 
 // upstreamFunc handles one upstream connection of a fake application.
-type upstreamFunc func(t *testing.T, conn net.Conn)
+type upstreamFunc func(t testing.TB, conn net.Conn)
 
 // fakeUpstream starts a FastCGI application made of h on a unix socket.
-func fakeUpstream(t *testing.T, h upstreamFunc) fcgi.Addr {
+func fakeUpstream(t testing.TB, h upstreamFunc) fcgi.Addr {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "fsp")
 	if err != nil {
@@ -113,7 +113,7 @@ func readRequest(r *fcgi.Reader) (id uint16, params map[string]string, body []by
 
 // echoUpstream answers every request with the sha256 of its body and the
 // value of the ECHO param.
-func echoUpstream(t *testing.T, conn net.Conn) {
+func echoUpstream(t testing.TB, conn net.Conn) {
 	r := fcgi.NewReader(conn)
 	w := fcgi.NewWriter(conn)
 	id, params, body, err := readRequest(r)
@@ -242,7 +242,7 @@ func TestGetValuesIsAnsweredByTheRelay(t *testing.T) {
 
 func TestSecondConcurrentRequestIsRefusedWithCantMPXConn(t *testing.T) {
 	release := make(chan struct{})
-	up := fakeUpstream(t, func(t *testing.T, conn net.Conn) {
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
 		<-release
 		echoUpstream(t, conn)
 	})
@@ -308,7 +308,7 @@ func TestUnreachableUpstreamIsAnsweredWithA502(t *testing.T) {
 // dyingUpstream sends n bytes of response and then closes without
 // END_REQUEST, as a killed php-fpm worker does.
 func dyingUpstream(n int) upstreamFunc {
-	return func(t *testing.T, conn net.Conn) {
+	return func(t testing.TB, conn net.Conn) {
 		r := fcgi.NewReader(conn)
 		w := fcgi.NewWriter(conn)
 		id, _, _, err := readRequest(r)
@@ -365,7 +365,7 @@ func TestWorkerDeathAfterForwardingBreaksOffTheResponse(t *testing.T) {
 func TestClientAbortClosesTheUpstreamConnection(t *testing.T) {
 	obs := newTraces()
 	upClosed := make(chan struct{})
-	up := fakeUpstream(t, func(t *testing.T, conn net.Conn) {
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
 		r := fcgi.NewReader(conn)
 		readRequest(r)
 		// Wait for the relay to close its side.
@@ -397,7 +397,7 @@ func TestClientAbortClosesTheUpstreamConnection(t *testing.T) {
 
 func TestReadTimeoutFailsASilentUpstream(t *testing.T) {
 	obs := newTraces()
-	up := fakeUpstream(t, func(t *testing.T, conn net.Conn) {
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
 		readRequest(fcgi.NewReader(conn))
 		io.Copy(io.Discard, conn)
 	})
@@ -412,7 +412,7 @@ func TestReadTimeoutFailsASilentUpstream(t *testing.T) {
 }
 
 func TestShutdownLetsARequestInFlightFinish(t *testing.T) {
-	up := fakeUpstream(t, func(t *testing.T, conn net.Conn) {
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
 		time.Sleep(300 * time.Millisecond)
 		echoUpstream(t, conn)
 	})

@@ -410,6 +410,9 @@ func (r *relay) forward(raw []byte, flush bool) error {
 		stdoutLen = int64(raw[4])<<8 | int64(raw[5]) // content length
 	}
 	if r.holding {
+		if r.hold == nil {
+			r.hold = holdPool.Get().([]byte)[:0]
+		}
 		r.hold = append(r.hold, raw...)
 		r.heldStdout += stdoutLen
 		end := fcgi.RecordType(raw[1]) == fcgi.TypeEndRequest
@@ -424,13 +427,27 @@ func (r *relay) forward(raw []byte, flush bool) error {
 		r.forwardedStdout += stdoutLen
 		q.trace.BytesOut += stdoutLen
 	}
-	r.hold = nil
+	r.releaseHold()
 	return err
 }
 
 func (r *relay) discardHold() {
-	r.hold, r.heldStdout, r.holding = nil, 0, false
+	r.releaseHold()
+	r.heldStdout, r.holding = 0, false
 }
+
+// releaseHold returns the hold-back buffer to its pool. Buffers that grew
+// past the usual hold size are left to the garbage collector, so the pool
+// does not keep large ones alive.
+func (r *relay) releaseHold() {
+	if r.hold != nil && cap(r.hold) <= 256<<10 {
+		//lint:ignore SA6002 the slice header allocation is small next to the buffer it saves
+		holdPool.Put(r.hold[:0])
+	}
+	r.hold = nil
+}
+
+var holdPool = sync.Pool{New: func() any { return make([]byte, 0, 4096) }}
 
 // downstreamFailed ends a request whose web server can no longer be written
 // to.
