@@ -93,6 +93,10 @@ func (c *Classifier) failure(t *proxy.Trace) *Diagnosis {
 		d.Cause = CauseRequestTooLarge
 		d.Detail = "The web server sent more FastCGI params than fcgiscope accepts: " + err.Error() + "."
 		d.Hints = []string{"Raise FCGISCOPE_MAX_PARAMS_BYTES, or find the oversized header or cookie the client sends."}
+	case errors.Is(err, proxy.ErrParamsTimeout):
+		d.Cause = CauseDownstreamInvalid
+		d.Detail = "The web server opened a request but did not send its whole head in time: " + err.Error() + ". nginx sends the head at once; a slow sender is a misbehaving client."
+		d.Hints = []string{"If a legitimate client needs longer, raise FCGISCOPE_PARAMS_TIMEOUT."}
 	case errors.As(err, &protoErr) && !protoErr.Upstream:
 		d.Cause = CauseDownstreamInvalid
 		d.Detail = err.Error() + "."

@@ -5,15 +5,16 @@ import (
 	"strconv"
 )
 
-// maxHeaderScan bounds the bytes kept while looking for the end of the CGI
-// headers. Past it the relay stops looking and streams on: it only loses the
-// status in the Trace, never a byte of the response.
-const maxHeaderScan = 64 << 10
+// DefaultMaxHeaderBytes bounds the CGI headers of a response when
+// Server.MaxHeaderBytes is 0. nginx's own limit (fastcgi_buffer_size) is
+// smaller by default; this one catches an upstream whose headers never end.
+const DefaultMaxHeaderBytes = 64 << 10
 
 // headerScanner finds the end of the CGI response headers in the STDOUT
 // stream, which may arrive split across records at any byte, and reads the
 // few headers the relay cares about.
 type headerScanner struct {
+	limit     int // 0 means DefaultMaxHeaderBytes
 	buf       []byte
 	done      bool // headers complete, or given up on
 	complete  bool // the blank line was seen
@@ -26,6 +27,10 @@ type headerScanner struct {
 func (s *headerScanner) feed(p []byte) {
 	if s.done {
 		return
+	}
+	maxHeaderScan := s.limit
+	if maxHeaderScan <= 0 {
+		maxHeaderScan = DefaultMaxHeaderBytes
 	}
 	prev := len(s.buf)
 	if prev == 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,7 @@ func (c *conn) serve() {
 	}()
 	c.params.Limit = c.srv.maxParams()
 	for {
+		c.setReadDeadline()
 		h, err := c.r.Next()
 		if err != nil {
 			c.readFailed(err)
@@ -74,6 +76,26 @@ func (c *conn) serve() {
 	}
 }
 
+// setReadDeadline applies the idle timeout between requests and the params
+// timeout while a request head arrives. Once the head is complete the body
+// may take as long as the web server needs.
+func (c *conn) setReadDeadline() {
+	srv := c.srv
+	q := c.req
+	switch {
+	case q == nil || q.stdinDone && q.responseDone():
+		if srv.IdleTimeout > 0 {
+			c.nc.SetReadDeadline(time.Now().Add(srv.IdleTimeout))
+		}
+	case q.trace.ParamsDone.IsZero():
+		if srv.ParamsTimeout > 0 {
+			c.nc.SetReadDeadline(q.trace.Accepted.Add(srv.ParamsTimeout))
+		}
+	case srv.IdleTimeout > 0 || srv.ParamsTimeout > 0:
+		c.nc.SetReadDeadline(time.Time{})
+	}
+}
+
 // abort closes the connection at once; used by Server.Close.
 func (c *conn) abort() {
 	c.nc.Close()
@@ -82,7 +104,18 @@ func (c *conn) abort() {
 // readFailed handles the end of the downstream stream.
 func (c *conn) readFailed(err error) {
 	q := c.req
-	if q == nil {
+	timedOut := errors.Is(err, os.ErrDeadlineExceeded)
+	if q == nil || q.stdinDone && q.responseDone() {
+		if timedOut && c.srv.IdleTimeout > 0 {
+			c.srv.Log.Info().Uint64("conn", c.id).Dur("idle_timeout", c.srv.IdleTimeout).Msg("closing a downstream connection that started no request within the idle timeout (FCGISCOPE_IDLE_TIMEOUT)")
+		}
+		q.finishStdinSide()
+		return
+	}
+	if timedOut && q.trace.ParamsDone.IsZero() && c.srv.ParamsTimeout > 0 {
+		c.srv.Log.Warn().Uint64("conn", c.id).Dur("params_timeout", c.srv.ParamsTimeout).Msg("the web server did not send a whole request head within the params timeout (FCGISCOPE_PARAMS_TIMEOUT); closing the connection")
+		q.abandon(fmt.Errorf("%w (%s)", ErrParamsTimeout, c.srv.ParamsTimeout))
+		q.finishStdinSide()
 		return
 	}
 	if !q.responseDone() {

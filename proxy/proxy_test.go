@@ -472,3 +472,106 @@ func TestListenReplacesAStaleSocketAndRefusesALiveOne(t *testing.T) {
 		t.Errorf("Listen over a regular file: %v", err)
 	}
 }
+
+func TestIdleAndSlowClientsAreCutOff(t *testing.T) {
+	srv := &Server{Upstream: fakeUpstream(t, echoUpstream), IdleTimeout: 100 * time.Millisecond, ParamsTimeout: 100 * time.Millisecond}
+	addr := startProxy(t, srv)
+
+	// A connection that never starts a request is closed.
+	idle, err := net.Dial(addr.Network, addr.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := idle.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("idle connection: read %v, want EOF from the relay", err)
+	}
+
+	// A request head that never ends is cut off too.
+	slow, err := net.Dial(addr.Network, addr.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	w := fcgi.NewWriter(slow)
+	w.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.RoleResponder})
+	w.WriteRecord(fcgi.TypeParams, 1, fcgi.AppendPair(nil, "A", "b"))
+	w.Flush()
+	slow.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(slow); err != nil {
+		t.Errorf("slow connection: %v, want a close", err)
+	}
+
+	// A kept-alive connection that is used is not cut off between
+	// requests that come in time.
+	obs := newTraces()
+	srv2 := &Server{Upstream: fakeUpstream(t, echoUpstream), IdleTimeout: 300 * time.Millisecond, Observer: obs}
+	addr2 := startProxy(t, srv2)
+	conn, err := net.Dial(addr2.Network, addr2.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for range 3 {
+		req := newReq("ECHO", "x")
+		req.KeepConn = true
+		if _, err := fcgi.RoundTrip(conn, req, io.Discard, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestOversizedCGIHeadersFailWhileNothingWasSent(t *testing.T) {
+	obs := newTraces()
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
+		r := fcgi.NewReader(conn)
+		id, _, _, err := readRequest(r)
+		if err != nil {
+			return
+		}
+		w := fcgi.NewWriter(conn)
+		w.WriteStream(fcgi.TypeStdout, id, []byte("X-Big: "+strings.Repeat("a", 5000)+"\r\n\r\nbody"))
+		w.EndStream(fcgi.TypeStdout, id)
+		w.WriteEndRequest(id, fcgi.EndRequest{})
+		w.Flush()
+	})
+	addr := startProxy(t, &Server{Upstream: up, Observer: obs, HoldBytes: 65536, MaxHeaderBytes: 4096})
+	resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq())
+	if err != nil || !bytes.HasPrefix(resp.Stdout, []byte("Status: 502")) {
+		t.Fatalf("want a replacement 502, got %v %q", err, resp.Stdout)
+	}
+	var pe *ProtocolError
+	if tr := obs.next(t); !errors.As(tr.Err, &pe) || !strings.Contains(pe.Reason, "4096") {
+		t.Errorf("trace error %v", tr.Err)
+	}
+}
+
+func TestClientConnectionLimitMakesNewConnectionsWait(t *testing.T) {
+	srv := &Server{Upstream: fakeUpstream(t, echoUpstream), MaxClientConns: 1}
+	addr := startProxy(t, srv)
+	first, err := net.Dial(addr.Network, addr.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq("ECHO", "second"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("second connection served while the first was open: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	first.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("second connection never served after the first closed")
+	}
+}

@@ -263,6 +263,7 @@ func (q *request) relayResponse() {
 	srv := q.c.srv
 	t := &q.trace
 	r := relay{q: q, holding: srv.HoldBytes > 0}
+	r.headers.limit = srv.maxHeaderBytes()
 	for {
 		if srv.ReadTimeout > 0 {
 			q.up.SetReadDeadline(time.Now().Add(srv.ReadTimeout))
@@ -350,7 +351,7 @@ func (q *request) relayResponse() {
 			return
 		}
 		if r.holding && r.headers.done && !r.headers.complete {
-			r.fail(&ProtocolError{Upstream: true, Reason: fmt.Sprintf("the CGI headers did not end within %d bytes", maxHeaderScan)})
+			r.fail(&ProtocolError{Upstream: true, Reason: fmt.Sprintf("the CGI headers did not end within %d bytes (FCGISCOPE_MAX_HEADER_BYTES)", srv.maxHeaderBytes())})
 			return
 		}
 		if err := r.forward(ur.Raw(), ur.Buffered() == 0); err != nil {

@@ -93,6 +93,21 @@ type Server struct {
 	// MaxParamsBytes bounds the PARAMS stream of a request;
 	// 0 means DefaultMaxParamsBytes.
 	MaxParamsBytes int
+	// MaxHeaderBytes bounds the CGI headers of a response; a response
+	// whose headers run longer fails while nothing of it has been sent.
+	// 0 means DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
+	// IdleTimeout closes a downstream connection that starts no request
+	// for that long: a kept-alive connection nginx forgot, or a client
+	// holding a connection open. 0 means no limit.
+	IdleTimeout time.Duration
+	// ParamsTimeout bounds the time from BEGIN_REQUEST to the end of the
+	// PARAMS stream, so that a client sending its request head a byte at
+	// a time cannot hold a connection. 0 means no limit.
+	ParamsTimeout time.Duration
+	// MaxClientConns, when positive, limits the open downstream
+	// connections; further ones wait in the listen queue.
+	MaxClientConns int
 	// StderrExcerpt bounds the FCGI_STDERR bytes kept in a Trace;
 	// 0 means DefaultStderrExcerpt.
 	StderrExcerpt int
@@ -114,6 +129,7 @@ type Server struct {
 	cancel    context.CancelFunc
 	reqIDs    requestIDs
 	slots     *semaphore.Weighted
+	clients   chan struct{}
 }
 
 func (s *Server) init() {
@@ -126,6 +142,9 @@ func (s *Server) init() {
 		s.reqIDs.init()
 		if s.MaxConns > 0 {
 			s.slots = semaphore.NewWeighted(int64(s.MaxConns))
+		}
+		if s.MaxClientConns > 0 {
+			s.clients = make(chan struct{}, s.MaxClientConns)
 		}
 	}
 }
@@ -150,8 +169,17 @@ func (s *Server) Serve(ln net.Listener) error {
 
 	var backoff time.Duration
 	for {
+		if s.clients != nil {
+			select {
+			case s.clients <- struct{}{}:
+			default:
+				s.Log.Warn().Int("max_client_conns", s.MaxClientConns).Msg("downstream connection limit reached: new connections wait in the listen queue (FCGISCOPE_MAX_CLIENT_CONNS)")
+				s.clients <- struct{}{}
+			}
+		}
 		nc, err := ln.Accept()
 		if err != nil {
+			s.releaseClient()
 			if s.closing.Load() {
 				return ErrServerClosed
 			}
@@ -170,6 +198,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		c := s.newConn(nc)
 		if c == nil {
 			nc.Close()
+			s.releaseClient()
 			return ErrServerClosed
 		}
 		go c.serve()
@@ -191,6 +220,13 @@ func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
+	s.releaseClient()
+}
+
+func (s *Server) releaseClient() {
+	if s.clients != nil {
+		<-s.clients
+	}
 }
 
 // Shutdown stops accepting connections, closes idle ones, and waits for the
@@ -304,6 +340,13 @@ func (s *Server) dial(ctx context.Context) (net.Conn, error) {
 		return nil, &DialError{Addr: s.Upstream, Err: err}
 	}
 	return conn, nil
+}
+
+func (s *Server) maxHeaderBytes() int {
+	if s.MaxHeaderBytes > 0 {
+		return s.MaxHeaderBytes
+	}
+	return DefaultMaxHeaderBytes
 }
 
 func (s *Server) maxParams() int {

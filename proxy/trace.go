@@ -145,6 +145,9 @@ var (
 	// ErrReadTimeout means the upstream sent nothing for longer than the
 	// read timeout.
 	ErrReadTimeout = errors.New("the upstream sent nothing within the read timeout")
+	// ErrParamsTimeout means the web server did not finish the request
+	// head within the params timeout.
+	ErrParamsTimeout = errors.New("the web server did not send the whole request head within the params timeout")
 	// ErrShutdown means fcgiscope was stopping and cut the request off.
 	ErrShutdown = errors.New("fcgiscope was shutting down")
 )
