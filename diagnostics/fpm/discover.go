@@ -42,7 +42,7 @@ func newestFirst(paths []string, elem int) []string {
 		if len(parts) < elem {
 			return nil
 		}
-		v := strings.TrimLeft(parts[len(parts)-elem], "php")
+		v := strings.TrimPrefix(parts[len(parts)-elem], "php")
 		var out []int
 		for _, f := range strings.Split(v, ".") {
 			n, err := strconv.Atoi(f)
