@@ -1,7 +1,7 @@
 # The targets the README and CI use.
 GO ?= go
 
-.PHONY: test vet build deps demo bench
+.PHONY: test vet build deps demo bench fuzz
 
 # Everything CI checks: formatting, vet, and every test with the race
 # detector. Integration tests need nginx and php-fpm (make deps installs them).
@@ -31,3 +31,7 @@ demo: build
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./fcgi/ ./proxy/
 	FCGISCOPE_BENCH=1 $(GO) test -count=1 -timeout 60m -run 'TestNginxLoadRatios' -v ./bench/ | grep -v '^    suite_test.go'
+
+# Runs every fuzz target for FUZZTIME (default 10s) each.
+fuzz:
+	./scripts/fuzz
