@@ -32,6 +32,7 @@ const usageText = `fcgiscope relays FastCGI between a web server and php-fpm and
 
 Usage:
   fcgiscope [serve] [flags]   run the sidecar (the default)
+  fcgiscope bench [flags]     load a FastCGI server directly and validate every answer
   fcgiscope version           print the version
 
 Run 'fcgiscope serve -h' for the settings of serve.
@@ -48,6 +49,10 @@ func run(args []string) int {
 		ctx, stop := signalContext()
 		defer stop()
 		return serve(ctx, args, os.Environ(), os.Stdout, os.Stderr)
+	case "bench":
+		ctx, stop := signalContext()
+		defer stop()
+		return benchMain(ctx, args, os.Stdout, os.Stderr)
 	case "version":
 		printVersion(os.Stdout)
 		return exitOK
