@@ -1,7 +1,7 @@
 # The targets the README and CI use.
 GO ?= go
 
-.PHONY: test vet build deps demo bench fuzz
+.PHONY: test vet build deps demo bench fuzz soak
 
 # Everything CI checks: formatting, vet, and every test with the race
 # detector. Integration tests need nginx and php-fpm (make deps installs them).
@@ -35,3 +35,10 @@ bench:
 # Runs every fuzz target for FUZZTIME (default 10s) each.
 fuzz:
 	./scripts/fuzz
+
+# The chaos soak for SOAK_DURATION (default 2m): traffic through real nginx,
+# fcgiscope and php-fpm while workers are killed and php-fpm reloads and
+# restarts. `make test` runs an 8 s version of it.
+SOAK_DURATION ?= 2m
+soak:
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -timeout 30m -run TestChaosSoak -v ./e2e/ | grep -E '^soak|--- |^ok|FAIL'
