@@ -32,6 +32,9 @@ const usageText = `fcgiscope relays FastCGI between a web server and php-fpm and
 
 Usage:
   fcgiscope [serve] [flags]   run the sidecar (the default)
+  fcgiscope doctor [flags]    check nginx and php-fpm configuration and endpoints before traffic does
+  fcgiscope request [flags] /script.php
+                              send one FastCGI request (like cgi-fcgi) and explain what happened
   fcgiscope bench [flags]     load a FastCGI server directly and validate every answer
   fcgiscope version           print the version
 
@@ -49,6 +52,14 @@ func run(args []string) int {
 		ctx, stop := signalContext()
 		defer stop()
 		return serve(ctx, args, os.Environ(), os.Stdout, os.Stderr)
+	case "request":
+		ctx, stop := signalContext()
+		defer stop()
+		return requestMain(ctx, args, os.Stdout, os.Stderr)
+	case "doctor":
+		ctx, stop := signalContext()
+		defer stop()
+		return doctorMain(ctx, args, os.Stdout, os.Stderr)
 	case "bench":
 		ctx, stop := signalContext()
 		defer stop()
