@@ -103,5 +103,3 @@ func startProxyB(b *testing.B, srv *Server) fcgi.Addr {
 	b.Cleanup(func() { srv.Close() })
 	return fcgi.Addr{Network: "unix", Address: ln.Addr().String()}
 }
-
-
