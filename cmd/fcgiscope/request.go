@@ -80,6 +80,22 @@ func requestMain(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	defer closeBody()
 
+	// Follow php-fpm's error log from before the request, so that a worker
+	// that dies is named with its signal as the sidecar would name it.
+	pool, conf := poolFor(opts.upstream)
+	var follower *fpm.Follower
+	if conf != nil && fpm.Readable(conf.ErrorLog) {
+		follower = &fpm.Follower{Path: conf.ErrorLog}
+		fctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go follower.Run(fctx)
+		select {
+		case <-follower.Ready():
+		case <-time.After(500 * time.Millisecond):
+			follower = nil
+		}
+	}
+
 	res := sendRequest(ctx, opts.upstream, opts.timeout, params, body, stdout, stderr)
 	t := res.trace
 	if ctx.Err() != nil && t.Err != nil {
@@ -98,7 +114,7 @@ func requestMain(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if !t.DialEnd.IsZero() {
 		fmt.Fprintln(stderr, res.timingLine())
 	}
-	classifier := &diagnostics.Classifier{Finder: &diagnostics.Finder{}, Pool: poolFor(opts.upstream)}
+	classifier := &diagnostics.Classifier{Finder: &diagnostics.Finder{}, Pool: pool, Log: follower}
 	printDiagnosis(stderr, classifier.Diagnose(t))
 	return exitFailure
 }
@@ -570,10 +586,10 @@ func printDiagnosis(w io.Writer, d *diagnostics.Diagnosis) {
 	}
 }
 
-// poolFor finds the php-fpm pool that listens on addr, for the limits the
-// classifier quotes (request_terminate_timeout). Not finding one only costs
-// precision.
-func poolFor(addr fcgi.Addr) *fpm.Pool {
+// poolFor finds the php-fpm configuration and the pool in it that listens
+// on addr, for the limits the classifier quotes (request_terminate_timeout)
+// and the error log. Not finding them only costs precision.
+func poolFor(addr fcgi.Addr) (*fpm.Pool, *fpm.Config) {
 	var conf *fpm.Config
 	var err error
 	if p := os.Getenv("FCGISCOPE_FPM_CONFIG"); p != "" {
@@ -582,9 +598,9 @@ func poolFor(addr fcgi.Addr) *fpm.Pool {
 		conf, err = fpm.Discover(nil)
 	}
 	if err != nil {
-		return nil
+		return nil, nil
 	}
-	return conf.PoolFor(addr)
+	return conf.PoolFor(addr), conf
 }
 
 // headerScan finds the Status and Content-Type of a CGI response in its

@@ -122,6 +122,17 @@ func TestRequestAgainstPHPFPM(t *testing.T) {
 		}
 	})
 
+	t.Run("worker crash named from php-fpm's log", func(t *testing.T) {
+		t.Setenv("FCGISCOPE_FPM_CONFIG", fpm.ConfigPath)
+		code, _, errOut := runRequest(t, "--upstream", fpm.Addr, "--root", root, "/crash.php?sig=11")
+		if code != exitFailure {
+			t.Fatalf("exit %d, want 1", code)
+		}
+		if !strings.Contains(errOut, "fcgiscope: worker_crashed (502): ") || !strings.Contains(errOut, "SIGSEGV") {
+			t.Errorf("stderr does not name the crash and its signal:\n%s", errOut)
+		}
+	})
+
 	t.Run("dead address", func(t *testing.T) {
 		dead := "127.0.0.1:" + strconv.Itoa(testbed.FreePort(t))
 		code, out, errOut := runRequest(t, "--upstream", dead, "--root", root, "/hello.php")

@@ -29,6 +29,9 @@ type Follower struct {
 	// Keep bounds the events kept; 0 means 1024.
 	Keep int
 
+	readyOnce sync.Once
+	ready     chan struct{}
+
 	mu      sync.Mutex
 	events  []Arrival // ring, oldest first once full
 	next    int
@@ -61,6 +64,8 @@ func (f *Follower) Run(ctx context.Context) error {
 	t := &tail{path: f.Path}
 	t.open(true)
 	defer t.close()
+	f.readyOnce.Do(f.initReady)
+	close(f.ready)
 	// Events can be missed (overlay file systems, a full queue); a slow
 	// check every second catches up without busy polling.
 	tick := time.NewTicker(time.Second)
@@ -85,6 +90,15 @@ func (f *Follower) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+func (f *Follower) initReady() { f.ready = make(chan struct{}) }
+
+// Ready is closed once Run follows the file, so that a caller that wants
+// the lines about something it is about to do can wait for it.
+func (f *Follower) Ready() <-chan struct{} {
+	f.readyOnce.Do(f.initReady)
+	return f.ready
 }
 
 func (f *Follower) loc() *time.Location {
