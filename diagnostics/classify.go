@@ -42,6 +42,12 @@ type Classifier struct {
 	// Log is php-fpm's error log, where it says why a worker died; nil
 	// means the classifier goes by timing alone.
 	Log *fpm.Follower
+	// Status polls php-fpm's status page; it says how busy the pool was
+	// and which worker ran which request. nil means unknown.
+	Status *fpm.Poller
+	// Slowlog follows php-fpm's slowlog, for the stack of a request that
+	// was killed. nil means none.
+	Slowlog *fpm.SlowlogFollower
 	// LogWait bounds how long a failure waits for php-fpm's log line,
 	// which can come a few milliseconds after the connection dies;
 	// 0 means 300 ms.
@@ -146,6 +152,15 @@ func (c *Classifier) failure(t *proxy.Trace) *Diagnosis {
 	default:
 		d.Cause = CauseProtocolError
 		d.Detail = fmt.Sprintf("Talking to %s failed: %v.", up, err)
+	}
+	switch d.Cause {
+	case CauseQueueTimeout, CauseBacklogFull, CauseConnectTimeout:
+		if summary := c.poolSummary(t); summary != "" {
+			ev["fpm_status"] = summary
+			d.Detail += " " + summary + "."
+		}
+	case CauseWorkerTimeout, CauseWorkerCrashed, CauseWorkerDied:
+		c.addWorkerEvidence(t, d)
 	}
 	if t.Truncated {
 		ev["truncated"] = "true"
@@ -374,6 +389,55 @@ func (c *Classifier) UpstreamWasRestarting(t *proxy.Trace) bool {
 		return e.Kind == fpm.EventReloading || e.Kind == fpm.EventStopping
 	})
 	return ok
+}
+
+// poolSummary describes the pool from php-fpm's status page. A snapshot
+// taken before the request began waiting would describe another moment, so
+// only a newer one is quoted; a status page that does not answer at all says
+// that no worker is free, not even for it.
+func (c *Classifier) poolSummary(t *proxy.Trace) string {
+	if c.Status == nil {
+		return ""
+	}
+	st, at, ok := c.Status.Latest()
+	if ok && !at.Before(t.ParamsDone) {
+		return "php-fpm's status page: " + st.Summary()
+	}
+	if c.Status.Stats().InFlight && ok {
+		return fmt.Sprintf("php-fpm's status page has not answered for %s: no worker was free, not even for it", seconds(time.Since(at)))
+	}
+	return ""
+}
+
+// addWorkerEvidence ties a dead worker to its pid through the status page
+// when the log did not, and adds the slowlog's stack of the request.
+func (c *Classifier) addWorkerEvidence(t *proxy.Trace, d *Diagnosis) {
+	if d.FPMPid == 0 && c.Status != nil {
+		if st, _, ok := c.Status.Latest(); ok {
+			for _, p := range st.Processes {
+				if p.Busy() && p.Script == t.Script && t.Script != "" {
+					d.FPMPid = p.PID
+					d.Evidence["fpm_pid_from"] = "status page: the worker that was running " + p.Script
+					break
+				}
+			}
+		}
+	}
+	if d.FPMPid == 0 || c.Slowlog == nil {
+		return
+	}
+	entry, ok := c.Slowlog.Find(d.FPMPid, t.DialStart, 100*time.Millisecond)
+	if !ok {
+		return
+	}
+	var frames []string
+	for _, f := range entry.Frames {
+		frames = append(frames, f.String())
+	}
+	d.Evidence["slowlog"] = strings.Join(frames, " <- ")
+	if top, ok := entry.Top(); ok {
+		d.Detail += fmt.Sprintf(" php-fpm's slowlog caught it in %s.", top)
+	}
 }
 
 // matchesTerminate reports whether a request that ran for elapsed was ended

@@ -137,3 +137,33 @@ func TestWorkerCrashIsNamedFromPHPFPMsLog(t *testing.T) {
 		}
 	})
 }
+
+// With the status page and the slowlog, a request killed for running too
+// long is tied to its worker and shown where it was stuck.
+func TestKilledRequestShowsWhereItWasStuck(t *testing.T) {
+	testbed.RequireFPM(t)
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{RequestTerminateTimeout: 2 * time.Second, SlowlogTimeout: time.Second, StatusPath: "/fpm-status"})
+	s := startFailStack(t, "unix", fpm.Addr, "FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath, "FCGISCOPE_FPM_STATUS_INTERVAL=300ms")
+	e := s.getProblem(t, "/sleep.php?s=5", "worker_timeout_killed", 502)
+	if !strings.Contains(e.problem.Evidence["slowlog"], "sleep.php") {
+		t.Errorf("no slowlog stack in the evidence: %v", e.problem.Evidence)
+	}
+	if !strings.Contains(e.problem.Detail, "slowlog caught it in") {
+		t.Errorf("detail does not say where the script was: %q", e.problem.Detail)
+	}
+}
+
+// A saturated pool's 503 says so from php-fpm's own status page.
+func TestQueueTimeoutNamesTheBusyWorkers(t *testing.T) {
+	testbed.RequireFPM(t)
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{MaxChildren: 1, StatusPath: "/fpm-status"})
+	s := startFailStack(t, "tcp", fpm.Addr, "FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath, "FCGISCOPE_QUEUE_TIMEOUT=500ms", "FCGISCOPE_FPM_STATUS_INTERVAL=200ms")
+	go http.Get(s.nginx.URL + "/sleep.php?s=3")
+	time.Sleep(1200 * time.Millisecond)
+	e := s.getProblem(t, "/hello.php", "queue_timeout", 503)
+	// With one worker the status page itself waits for it, which is
+	// what the explanation must say.
+	if !strings.Contains(e.problem.Detail, "no worker was free") {
+		t.Errorf("detail does not say the pool was saturated: %q", e.problem.Detail)
+	}
+}

@@ -50,6 +50,17 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		Log:    fpmLog,
 		Finder: &diagnostics.Finder{Exclude: []fcgi.Addr{cfg.listenAddr}},
 	}
+	if path := statusPath(&cfg, pool); path != "" {
+		poller := &fpm.Poller{Addr: cfg.upstreamAddr, Path: path, Interval: cfg.FPMStatusInterval}
+		go poller.Run(ctx)
+		classifier.Status = poller
+		log.Info().Str("status_path", path).Dur("interval", cfg.FPMStatusInterval).Msg("polling php-fpm's status page")
+	}
+	if pool != nil && pool.Slowlog != "" && fpm.Readable(pool.Slowlog) {
+		slow := &fpm.SlowlogFollower{Path: pool.Slowlog}
+		go slow.Run(ctx)
+		classifier.Slowlog = slow
+	}
 	maxConns := cfg.MaxConns
 	if maxConns == 0 && pool != nil && pool.MaxChildren > 0 {
 		maxConns = pool.MaxChildren
@@ -154,4 +165,18 @@ func errorLog(path string, conf *fpm.Config, log zerolog.Logger) *fpm.Follower {
 	}
 	log.Info().Str("fpm_log", path).Msg("reading php-fpm's error log to explain dead workers")
 	return &fpm.Follower{Path: path}
+}
+
+// statusPath is the status page to poll: the setting, else the pool's
+// pm.status_path.
+func statusPath(cfg *serveConfig, pool *fpm.Pool) string {
+	switch {
+	case cfg.FPMStatusPath == "-":
+		return ""
+	case cfg.FPMStatusPath != "":
+		return cfg.FPMStatusPath
+	case pool != nil:
+		return pool.StatusPath
+	}
+	return ""
 }
