@@ -84,12 +84,19 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		Observer:       &diagnostics.AccessLog{Log: log, Classifier: classifier},
 		Log:            log,
 	}
-	ln, err := proxy.Listen(cfg.listenAddr, cfg.listenMode)
+	ln, err := inheritedListener(environ)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")
 		return exitFailure
 	}
-	log.Info().Str("listen", cfg.listenAddr.String()).Str("upstream", cfg.upstreamAddr.String()).Str("version", version).Msg("fcgiscope is relaying")
+	listenDesc := cfg.listenAddr.String()
+	if ln != nil {
+		listenDesc = ln.Addr().String() + " (inherited through LISTEN_FDS)"
+	} else if ln, err = proxy.Listen(cfg.listenAddr, cfg.listenMode); err != nil {
+		log.Error().Err(err).Msg("cannot start")
+		return exitFailure
+	}
+	log.Info().Str("listen", listenDesc).Str("upstream", cfg.upstreamAddr.String()).Str("version", version).Msg("fcgiscope is relaying")
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
