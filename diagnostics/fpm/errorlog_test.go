@@ -99,6 +99,9 @@ func TestFollowerSeesNewLinesAcrossRotationAndTruncation(t *testing.T) {
 	if _, ok := f.Find(time.Now(), 0, func(e Event) bool { return e.Pid == 2 }); ok {
 		t.Error("an event that arrived before since was returned")
 	}
+	if c := f.Counts(); c[EventSignal] != 1 {
+		t.Errorf("counts %v, want one signal event", c)
+	}
 	// logrotate's create mode: rename, then a new file.
 	os.Rename(path, path+".1")
 	appendLine(line(3, "SIGSEGV"))

@@ -33,6 +33,7 @@ type Follower struct {
 	ready     chan struct{}
 
 	mu      sync.Mutex
+	counts  map[EventKind]int64
 	events  []Arrival // ring, oldest first once full
 	next    int
 	changed chan struct{} // closed and replaced when an event arrives
@@ -116,6 +117,10 @@ func (f *Follower) add(e Event) {
 		keep = 1024
 	}
 	a := Arrival{Event: e, At: time.Now()}
+	if f.counts == nil {
+		f.counts = make(map[EventKind]int64)
+	}
+	f.counts[e.Kind]++
 	if len(f.events) < keep {
 		f.events = append(f.events, a)
 	} else {
@@ -126,6 +131,18 @@ func (f *Follower) add(e Event) {
 		close(f.changed)
 		f.changed = nil
 	}
+}
+
+// Counts returns how many events of each kind arrived since Run started,
+// for metrics such as worker deaths by signal and max_children warnings.
+func (f *Follower) Counts() map[EventKind]int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[EventKind]int64, len(f.counts))
+	for k, v := range f.counts {
+		out[k] = v
+	}
+	return out
 }
 
 // Find returns the latest event that arrived at or after since and
