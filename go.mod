@@ -26,6 +26,7 @@ require (
 	github.com/prometheus/common v0.74.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/yookoala/gofast v0.8.0 // indirect
+	go.uber.org/goleak v1.3.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.5 // indirect
 	golang.org/x/mod v0.10.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect

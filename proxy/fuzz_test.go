@@ -21,59 +21,60 @@ type fuzzRelay struct {
 	upstream chan []byte // what the fake upstream answers with
 }
 
-var (
-	fuzzOnce sync.Once
-	fuzzR    *fuzzRelay
-)
-
 func startFuzzRelay(f *testing.F) *fuzzRelay {
-	fuzzOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "fsz")
-		if err != nil {
-			f.Fatal(err)
-		}
-		up, err := net.Listen("unix", filepath.Join(dir, "up.sock"))
-		if err != nil {
-			f.Fatal(err)
-		}
-		r := &fuzzRelay{upstream: make(chan []byte, 1)}
-		go func() {
-			for {
-				c, err := up.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					// Answer with the input's bytes, whatever was asked.
-					c.SetDeadline(time.Now().Add(2 * time.Second))
-					var answer []byte
-					select {
-					case answer = <-r.upstream:
-					default:
-						answer = []byte{}
-					}
-					go io.Copy(io.Discard, c)
-					c.Write(answer)
-				}()
+	dir, err := os.MkdirTemp("", "fsz")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { os.RemoveAll(dir) })
+	up, err := net.Listen("unix", filepath.Join(dir, "up.sock"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	r := &fuzzRelay{upstream: make(chan []byte, 1)}
+	var wg sync.WaitGroup
+	f.Cleanup(func() { up.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
 			}
-		}()
-		srv := &Server{
-			Upstream:      fcgi.Addr{Network: "unix", Address: filepath.Join(dir, "up.sock")},
-			HoldBytes:     1024,
-			ReadTimeout:   200 * time.Millisecond,
-			IdleTimeout:   100 * time.Millisecond,
-			ParamsTimeout: 100 * time.Millisecond,
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				// Answer with the input's bytes, whatever was asked.
+				c.SetDeadline(time.Now().Add(2 * time.Second))
+				var answer []byte
+				select {
+				case answer = <-r.upstream:
+				default:
+					answer = []byte{}
+				}
+				go io.Copy(io.Discard, c)
+				c.Write(answer)
+			}()
 		}
-		down, err := Listen(fcgi.Addr{Network: "unix", Address: filepath.Join(dir, "down.sock")}, 0o600)
-		if err != nil {
-			f.Fatal(err)
-		}
-		go srv.Serve(down)
-		r.addr = fcgi.Addr{Network: "unix", Address: filepath.Join(dir, "down.sock")}
-		fuzzR = r
-	})
-	return fuzzR
+	}()
+	srv := &Server{
+		Upstream:      fcgi.Addr{Network: "unix", Address: filepath.Join(dir, "up.sock")},
+		HoldBytes:     1024,
+		ReadTimeout:   200 * time.Millisecond,
+		IdleTimeout:   100 * time.Millisecond,
+		ParamsTimeout: 100 * time.Millisecond,
+	}
+	down, err := Listen(fcgi.Addr{Network: "unix", Address: filepath.Join(dir, "down.sock")}, 0o600)
+	if err != nil {
+		f.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() { srv.Serve(down); close(served) }()
+	f.Cleanup(func() { srv.Close(); <-served })
+	r.addr = fcgi.Addr{Network: "unix", Address: filepath.Join(dir, "down.sock")}
+	return r
 }
 
 // exchange writes in to a new downstream connection and reads until the
