@@ -220,6 +220,7 @@ func (c *conn) begin(h fcgi.Header) error {
 		return &ProtocolError{Reason: err.Error()}
 	}
 	c.inflight.Add(1)
+	c.srv.inFlight.Add(1)
 	c.params.Reset()
 	q := &request{
 		c:         c,
@@ -312,9 +313,11 @@ func (c *conn) startUpstream(q *request) {
 		t.QueueStart = time.Now()
 		ok := srv.slots.TryAcquire(1)
 		if !ok && srv.QueueTimeout > 0 {
+			srv.queued.Add(1)
 			ctx, cancel := context.WithDeadline(srv.ctx, deadline)
 			ok = srv.slots.Acquire(ctx, 1) == nil
 			cancel()
+			srv.queued.Add(-1)
 		}
 		t.QueueEnd = time.Now()
 		if !ok {

@@ -72,6 +72,7 @@ func (q *request) finishSide() {
 		obs.Observe(&q.trace)
 	}
 	c.inflight.Add(-1)
+	c.srv.inFlight.Add(-1)
 }
 
 // markResponseDone lets the connection goroutine accept the next request. It

@@ -130,7 +130,16 @@ type Server struct {
 	reqIDs    requestIDs
 	slots     *semaphore.Weighted
 	clients   chan struct{}
+	inFlight  atomic.Int64
+	queued    atomic.Int64
 }
+
+// InFlight returns the number of requests begun and not yet finished:
+// queued, connecting, waiting for php-fpm or streaming its response.
+func (s *Server) InFlight() int { return int(s.inFlight.Load()) }
+
+// Queued returns the number of requests waiting for a MaxConns slot.
+func (s *Server) Queued() int { return int(s.queued.Load()) }
 
 func (s *Server) init() {
 	s.mu.Lock()

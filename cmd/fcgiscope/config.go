@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"reflect"
 	"strconv"
 	"strings"
@@ -41,6 +42,10 @@ type serveConfig struct {
 	FPMLog            string        `env:"FCGISCOPE_FPM_LOG" help:"php-fpm error log to read when a worker dies; empty takes error_log from the php-fpm configuration"`
 	FPMStatusPath     string        `env:"FCGISCOPE_FPM_STATUS_PATH" help:"php-fpm's pm.status_path to poll; empty takes it from the pool configuration, - turns polling off"`
 	FPMStatusInterval time.Duration `env:"FCGISCOPE_FPM_STATUS_INTERVAL" envDefault:"2s" help:"how often to poll php-fpm's status page"`
+	AdminListen       string        `env:"FCGISCOPE_ADMIN_LISTEN" envDefault:"127.0.0.1:9180" help:"host:port of the admin HTTP endpoint: /metrics, /healthz, /readyz, the API and the dashboard; empty turns it off"`
+	AdminToken        string        `env:"FCGISCOPE_ADMIN_TOKEN" help:"bearer token the admin endpoint requires for everything but /healthz and /readyz; empty requires none"`
+	AdminPprof        bool          `env:"FCGISCOPE_ADMIN_PPROF" envDefault:"false" help:"serve Go's profiler under /debug/pprof/ on the admin endpoint"`
+	RecentRequests    int           `env:"FCGISCOPE_RECENT_REQUESTS" envDefault:"1000" help:"how many recent requests the admin endpoint keeps for its API and dashboard"`
 	ShutdownTimeout   time.Duration `env:"FCGISCOPE_SHUTDOWN_TIMEOUT" envDefault:"30s" help:"how long requests in flight may take to finish on SIGTERM"`
 	LogFormat         string        `env:"FCGISCOPE_LOG_FORMAT" envDefault:"json" help:"log format: json or console"`
 	LogLevel          string        `env:"FCGISCOPE_LOG_LEVEL" envDefault:"info" help:"log level: debug, info, warn or error"`
@@ -183,6 +188,14 @@ func (c *serveConfig) validate() error {
 	}
 	if c.errorDetail, err = diagnostics.ParseDetail(c.ErrorDetail); err != nil {
 		errs = append(errs, &configError{"FCGISCOPE_ERROR_DETAIL", c.ErrorDetail, err.Error()})
+	}
+	if c.AdminListen != "" {
+		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+			errs = append(errs, &configError{"FCGISCOPE_ADMIN_LISTEN", c.AdminListen, "not host:port, as in 127.0.0.1:9180; empty turns the admin endpoint off"})
+		}
+	}
+	if c.RecentRequests < 1 {
+		errs = append(errs, &configError{"FCGISCOPE_RECENT_REQUESTS", strconv.Itoa(c.RecentRequests), "must be at least 1"})
 	}
 	switch c.LogFormat {
 	case "json", "console":

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/fcgiscope/fcgiscope/diagnostics"
 	"github.com/fcgiscope/fcgiscope/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/diagnostics/web"
 	"github.com/fcgiscope/fcgiscope/fcgi"
 	"github.com/fcgiscope/fcgiscope/proxy"
 )
@@ -50,8 +52,9 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		Log:    fpmLog,
 		Finder: &diagnostics.Finder{Exclude: []fcgi.Addr{cfg.listenAddr}},
 	}
+	var poller *fpm.Poller
 	if path := statusPath(&cfg, pool); path != "" {
-		poller := &fpm.Poller{Addr: cfg.upstreamAddr, Path: path, Interval: cfg.FPMStatusInterval}
+		poller = &fpm.Poller{Addr: cfg.upstreamAddr, Path: path, Interval: cfg.FPMStatusInterval}
 		go poller.Run(ctx)
 		classifier.Status = poller
 		log.Info().Str("status_path", path).Dur("interval", cfg.FPMStatusInterval).Msg("polling php-fpm's status page")
@@ -66,7 +69,25 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		maxConns = pool.MaxChildren
 		log.Info().Int("max_conns", maxConns).Msg("limiting requests in flight to the pool's pm.max_children; more wait up to FCGISCOPE_QUEUE_TIMEOUT")
 	}
-	srv := &proxy.Server{
+	var srv *proxy.Server
+	recorder := &web.Recorder{
+		Classifier: classifier,
+		Size:       cfg.RecentRequests,
+		InFlight:   func() float64 { return float64(srv.InFlight()) },
+		Queued:     func() float64 { return float64(srv.Queued()) },
+		Version:    version,
+		Commit:     commit,
+	}
+	if poller != nil { // a nil *fpm.Poller must not become a non-nil interface
+		recorder.Pool = poller
+	}
+	if fpmLog != nil {
+		recorder.FPMLog = fpmLog
+	}
+	// The access log first: it works out the diagnosis, which the Recorder
+	// then shares through Trace.Diagnosis.
+	observer := web.Observers{&diagnostics.AccessLog{Log: log, Classifier: classifier}, recorder}
+	srv = &proxy.Server{
 		Upstream:       cfg.upstreamAddr,
 		MaxConns:       maxConns,
 		QueueTimeout:   cfg.QueueTimeout,
@@ -81,7 +102,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		MaxClientConns: cfg.MaxClientConns,
 		ServerTiming:   cfg.ServerTiming,
 		Responder:      &diagnostics.Responder{Classifier: classifier, Detail: cfg.errorDetail},
-		Observer:       &diagnostics.AccessLog{Log: log, Classifier: classifier},
+		Observer:       observer,
 		Log:            log,
 	}
 	ln, err := inheritedListener(environ)
@@ -95,6 +116,39 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	} else if ln, err = proxy.Listen(cfg.listenAddr, cfg.listenMode); err != nil {
 		log.Error().Err(err).Msg("cannot start")
 		return exitFailure
+	}
+	if cfg.AdminListen != "" {
+		if err := web.CheckExposure(cfg.AdminListen, cfg.AdminToken); err != nil {
+			log.Warn().Err(err).Msg("the admin endpoint shows recent URIs, script paths and php-fpm's stderr")
+		}
+		adminLn, err := net.Listen("tcp", cfg.AdminListen)
+		if err != nil {
+			ln.Close()
+			log.Error().Err(err).Msg("cannot start the admin endpoint; set FCGISCOPE_ADMIN_LISTEN to a free address, or to nothing to turn it off")
+			return exitFailure
+		}
+		admin := &web.Handler{
+			Recorder: recorder,
+			Upstream: cfg.upstreamAddr,
+			Token:    cfg.AdminToken,
+			Detail:   cfg.errorDetail,
+			Pprof:    cfg.AdminPprof,
+		}
+		if pool != nil {
+			admin.PingPath = pool.PingPath
+		}
+		// The admin endpoint outlives the drain, so that /metrics and the
+		// dashboard show it; it stops when serve returns.
+		adminCtx, stopAdmin := context.WithCancel(context.Background())
+		adminDone := make(chan struct{})
+		go func() {
+			defer close(adminDone)
+			if err := admin.Serve(adminCtx, adminLn); err != nil {
+				log.Error().Err(err).Msg("the admin endpoint failed")
+			}
+		}()
+		defer func() { stopAdmin(); <-adminDone }()
+		log.Info().Str("admin", "http://"+adminLn.Addr().String()+"/").Bool("token", cfg.AdminToken != "").Msg("admin endpoint: dashboard at /, /metrics, /healthz, /readyz")
 	}
 	log.Info().Str("listen", listenDesc).Str("upstream", cfg.upstreamAddr.String()).Str("version", version).Msg("fcgiscope is relaying")
 

@@ -146,7 +146,9 @@ func StartFcgiscopeAs(t testing.TB, uid, gid uint32, env ...string) *Process {
 // that the process handling can be tested without building fcgiscope.
 func startServe(t testing.TB, bin string, cred *syscall.Credential, env []string) *Process {
 	t.Helper()
-	fullEnv := append(serverEnv(), env...)
+	// The admin endpoint's default port would clash between instances
+	// running at once; tests that want it name an address.
+	fullEnv := append(append(serverEnv(), "FCGISCOPE_ADMIN_LISTEN="), env...)
 	listen := lastEnv(fullEnv, "FCGISCOPE_LISTEN")
 	if listen == "" {
 		t.Fatalf("testbed: StartFcgiscope needs FCGISCOPE_LISTEN to know when fcgiscope is ready")
