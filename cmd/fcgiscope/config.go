@@ -140,6 +140,15 @@ func loadConfig(cfg any, name string, args []string, environ []string, usage io.
 	if err := env.ParseWithOptions(cfg, opts); err != nil {
 		return nil, explainEnvError(err, fields, vars)
 	}
+	// The env package takes an empty variable for an unset one and applies
+	// the default; here an empty value set on purpose means empty, as
+	// FCGISCOPE_ADMIN_LISTEN= turning the admin endpoint off.
+	v := reflect.ValueOf(cfg).Elem()
+	for _, f := range fields {
+		if val, set := vars[f.Tag.Get("env")]; set && val == "" && f.Type.Kind() == reflect.String {
+			v.FieldByIndex(f.Index).SetString("")
+		}
+	}
 	return fset.Args(), nil
 }
 

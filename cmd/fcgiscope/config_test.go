@@ -90,3 +90,25 @@ func TestUnknownCommandAndFlagAreUsageErrors(t *testing.T) {
 		t.Errorf("unknown flag exit = %d, want %d", code, exitUsage)
 	}
 }
+
+func TestAnEmptyVariableMeansEmptyNotTheDefault(t *testing.T) {
+	var cfg serveConfig
+	if _, err := loadConfig(&cfg, "serve", nil, []string{"FCGISCOPE_ADMIN_LISTEN="}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AdminListen != "" {
+		t.Errorf("FCGISCOPE_ADMIN_LISTEN= gave %q, want empty (admin endpoint off)", cfg.AdminListen)
+	}
+	cfg = serveConfig{}
+	if _, err := loadConfig(&cfg, "serve", []string{"--admin-listen="}, nil, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AdminListen != "" {
+		t.Errorf("--admin-listen= gave %q, want empty", cfg.AdminListen)
+	}
+	cfg = serveConfig{}
+	loadConfig(&cfg, "serve", nil, nil, io.Discard)
+	if cfg.AdminListen != "127.0.0.1:9180" {
+		t.Errorf("unset gave %q, want the default", cfg.AdminListen)
+	}
+}
