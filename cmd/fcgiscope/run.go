@@ -32,6 +32,7 @@ const usageText = `fcgiscope relays FastCGI between a web server and php-fpm and
 
 Usage:
   fcgiscope [serve] [flags]   run the sidecar (the default)
+  fcgiscope http [flags]      serve PHP over HTTP for local debugging (static files + php-fpm)
   fcgiscope doctor [flags]    check nginx and php-fpm configuration and endpoints before traffic does
   fcgiscope request [flags] /script.php
                               send one FastCGI request (like cgi-fcgi) and explain what happened
@@ -60,6 +61,10 @@ func run(args []string) int {
 		ctx, stop := signalContext()
 		defer stop()
 		return doctorMain(ctx, args, os.Stdout, os.Stderr)
+	case "http":
+		ctx, stop := signalContext()
+		defer stop()
+		return httpMain(ctx, args, os.Environ(), os.Stdout, os.Stderr)
 	case "bench":
 		ctx, stop := signalContext()
 		defer stop()
