@@ -287,8 +287,8 @@ func (c *Classifier) workerGoneByTiming(t *proxy.Trace, d *Diagnosis, how string
 	d.Detail = fmt.Sprintf("The php-fpm worker %s without finishing after %s. Pool %q has request_terminate_timeout = %s%s, and php-fpm terminates a worker whose request runs that long; the timing matches.", how, seconds(elapsed), p.Name, limit, at(where))
 	d.Hints = []string{
 		fmt.Sprintf("Make %s finish within %s, or raise request_terminate_timeout%s (and nginx's fastcgi_read_timeout with it).", scriptName(t), limit, at(where)),
-		"To see where the time goes, set request_slowlog_timeout (a little under the limit) and slowlog in the pool: php-fpm then logs the script's stack.",
 	}
+	d.Hints = append(d.Hints, c.slowlogHint()...)
 	return true
 }
 
@@ -335,8 +335,8 @@ func (c *Classifier) fromLog(t *proxy.Trace, d *Diagnosis, how string, elapsed t
 		}
 		d.Hints = []string{
 			fmt.Sprintf("Make %s finish sooner, or %s (and nginx's fastcgi_read_timeout with it).", scriptName(t), limitHint),
-			"To see where the time goes, set request_slowlog_timeout (a little under the limit) and slowlog in the pool: php-fpm then logs the script's stack.",
 		}
+		d.Hints = append(d.Hints, c.slowlogHint()...)
 		return true
 	}
 	d.FPMPid = exit.Pid
@@ -438,6 +438,15 @@ func (c *Classifier) addWorkerEvidence(t *proxy.Trace, d *Diagnosis) {
 	if top, ok := entry.Top(); ok {
 		d.Detail += fmt.Sprintf(" php-fpm's slowlog caught it in %s.", top)
 	}
+}
+
+// slowlogHint suggests the slowlog when the pool does not have one: it is
+// how to learn where a slow script spends its time.
+func (c *Classifier) slowlogHint() []string {
+	if c.Pool != nil && c.Pool.RequestSlowlogTimeout > 0 {
+		return nil
+	}
+	return []string{"To see where the time goes, set request_slowlog_timeout (a little under the limit) and slowlog in the pool: php-fpm then logs the script's stack."}
 }
 
 // matchesTerminate reports whether a request that ran for elapsed was ended
