@@ -215,7 +215,13 @@ func TestChaosSoak(t *testing.T) {
 	}
 
 	// Every request has one log line that agrees with the client.
-	lines := waitForLines(t, p, len(results)-counts[seenAborted])
+	var want []int
+	for _, r := range results {
+		if r.verdict != seenAborted {
+			want = append(want, r.rid)
+		}
+	}
+	lines := waitForLines(t, p, want)
 	nginxRetries := 0
 	for _, r := range results {
 		ls := lines[r.rid]
@@ -290,12 +296,11 @@ func countFDs(t *testing.T, pid int) int {
 }
 
 // waitForLines collects fcgiscope's request log lines by the rid in their
-// URI, waiting until at least n have been written.
-func waitForLines(t *testing.T, p *testbed.Process, n int) map[int][]map[string]any {
+// URI, waiting until every rid in want has one.
+func waitForLines(t *testing.T, p *testbed.Process, want []int) map[int][]map[string]any {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		byRID := map[int][]map[string]any{}
-		total := 0
 		sc := bufio.NewScanner(strings.NewReader(p.Output()))
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
@@ -311,9 +316,15 @@ func waitForLines(t *testing.T, p *testbed.Process, n int) map[int][]map[string]
 			var rid int
 			fmt.Sscanf(uri[i+4:], "%d", &rid)
 			byRID[rid] = append(byRID[rid], m)
-			total++
 		}
-		if total >= n || time.Now().After(deadline) {
+		complete := true
+		for _, rid := range want {
+			if len(byRID[rid]) == 0 {
+				complete = false
+				break
+			}
+		}
+		if complete || time.Now().After(deadline) {
 			return byRID
 		}
 		time.Sleep(100 * time.Millisecond)
