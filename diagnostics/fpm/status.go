@@ -639,11 +639,11 @@ func (sc *statusScanner) continues(q int, seen map[string]bool) jsonStringEnd {
 	if j >= len(b) || b[j] != ':' {
 		return jsonNoEnd
 	}
-	key := string(b[i+1 : k])
-	if seen[key] {
+	key := b[i+1 : k]
+	if seen[string(key)] {
 		return jsonNoEnd
 	}
-	if statusKeys[key] {
+	if statusKeys[string(key)] {
 		return jsonStrongEnd
 	}
 	return jsonWeakEnd
