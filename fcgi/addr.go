@@ -59,7 +59,11 @@ func ParseAddr(s string) (Addr, error) {
 		}
 		// Clean, so that String gives back the same address: a path
 		// starting with // would read as the unix:// form.
-		return Addr{Network: "unix", Address: filepath.Clean(path)}, nil
+		path = filepath.Clean(path)
+		if strings.TrimSpace(path) != path {
+			return bad("the socket path starts or ends with white space")
+		}
+		return Addr{Network: "unix", Address: path}, nil
 	case strings.HasPrefix(s, "/"):
 		return bad("a socket path needs the unix: prefix, as in unix:" + s)
 	case strings.HasPrefix(s, "tcp://"):
