@@ -53,20 +53,40 @@ const maxLine = 64 << 10
 // only what php-fpm writes from now on is of interest. It returns an error
 // only when the directory cannot be watched at all.
 func (f *Follower) Run(ctx context.Context) error {
+	started := func() {
+		f.readyOnce.Do(f.initReady)
+		close(f.ready)
+	}
+	return follow(ctx, f.Path, started, nil, func(lines []string) {
+		for _, line := range lines {
+			if e, ok := ParseLogLine(line, f.loc()); ok {
+				f.add(e)
+			}
+		}
+	})
+}
+
+// follow calls onRead with the complete lines appended to path each time the
+// file changes, once a second in case a change went unnoticed, and whenever
+// wake fires, until ctx ends. It starts at the end of the file and follows
+// it across rotation and truncation (see tail). started, when set, is
+// called once the file is being followed.
+func follow(ctx context.Context, path string, started func(), wake <-chan time.Time, onRead func(lines []string)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return err
 	}
 	defer w.Close()
 	// Watch the directory: a rotated log is a new file with the same name.
-	if err := w.Add(filepath.Dir(f.Path)); err != nil {
+	if err := w.Add(filepath.Dir(path)); err != nil {
 		return err
 	}
-	t := &tail{path: f.Path}
+	t := &tail{path: path}
 	t.open(true)
 	defer t.close()
-	f.readyOnce.Do(f.initReady)
-	close(f.ready)
+	if started != nil {
+		started()
+	}
 	// Events can be missed (overlay file systems, a full queue); a slow
 	// check every second catches up without busy polling.
 	tick := time.NewTicker(time.Second)
@@ -79,17 +99,14 @@ func (f *Follower) Run(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			if filepath.Clean(ev.Name) != filepath.Clean(f.Path) {
+			if filepath.Clean(ev.Name) != filepath.Clean(path) {
 				continue
 			}
 		case <-w.Errors:
 		case <-tick.C:
+		case <-wake:
 		}
-		for _, line := range t.read() {
-			if e, ok := ParseLogLine(line, f.loc()); ok {
-				f.add(e)
-			}
-		}
+		onRead(t.read())
 	}
 }
 

@@ -5,15 +5,12 @@ import (
 	"context"
 	"errors"
 	"io"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/fsnotify/fsnotify"
 )
 
 // SlowEntry is one entry of php-fpm's slow log (request_slowlog_timeout):
@@ -264,17 +261,6 @@ const slowQuiet = 50 * time.Millisecond
 // creates it. It returns an error only when the directory cannot be
 // watched.
 func (f *SlowlogFollower) Run(ctx context.Context) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return err
-	}
-	defer w.Close()
-	if err := w.Add(filepath.Dir(f.Path)); err != nil {
-		return err
-	}
-	t := &tail{path: f.Path}
-	t.open(true)
-	defer t.close()
 	loc := f.Location
 	if loc == nil {
 		loc = time.Local
@@ -283,25 +269,7 @@ func (f *SlowlogFollower) Run(ctx context.Context) error {
 	quiet := time.NewTimer(slowQuiet)
 	quiet.Stop()
 	defer quiet.Stop()
-	// Events can be missed; a slow check every second catches up.
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-w.Events:
-			if !ok {
-				return nil
-			}
-			if filepath.Clean(ev.Name) != filepath.Clean(f.Path) {
-				continue
-			}
-		case <-w.Errors:
-		case <-tick.C:
-		case <-quiet.C:
-		}
-		lines := t.read()
+	return follow(ctx, f.Path, nil, quiet.C, func(lines []string) {
 		now := time.Now()
 		for _, line := range lines {
 			p.line(line, now)
@@ -313,7 +281,7 @@ func (f *SlowlogFollower) Run(ctx context.Context) error {
 		if p.pending() {
 			quiet.Reset(slowQuiet)
 		}
-	}
+	})
 }
 
 func (f *SlowlogFollower) add(e SlowEntry, again bool) {
