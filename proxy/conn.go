@@ -31,6 +31,8 @@ type conn struct {
 	// inflight counts requests not yet handed to the Observer; a new one
 	// may begin while the previous one finishes its bookkeeping.
 	inflight atomic.Int32
+	accepted time.Time
+	begun    atomic.Bool // a request has begun on the connection
 
 	wmu sync.Mutex // guards w: both the connection and response goroutines write
 	w   *fcgi.Writer
@@ -220,6 +222,7 @@ func (c *conn) begin(h fcgi.Header) error {
 		return &ProtocolError{Reason: err.Error()}
 	}
 	c.inflight.Add(1)
+	c.begun.Store(true)
 	c.srv.inFlight.Add(1)
 	c.params.Reset()
 	q := &request{

@@ -215,7 +215,7 @@ func (s *Server) Serve(ln net.Listener) error {
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
-	c := &conn{srv: s, id: s.connSeq.Add(1), nc: nc}
+	c := &conn{srv: s, id: s.connSeq.Add(1), nc: nc, accepted: time.Now()}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {
@@ -289,12 +289,19 @@ func (s *Server) closeIdle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		if c.inflight.Load() == 0 {
+		if c.inflight.Load() == 0 && (c.begun.Load() || time.Since(c.accepted) > newConnGrace) {
 			c.nc.Close()
 		}
 	}
 	return len(s.conns) == 0
 }
+
+// newConnGrace is how long a connection accepted just before a shutdown may
+// take to send its first request. The web server sent that request already,
+// or is about to: closing the connection under it would fail the request,
+// and nginx does not retry on a new connection as it does on a kept-alive
+// one.
+const newConnGrace = time.Second
 
 // ActiveConns returns the number of open downstream connections.
 func (s *Server) ActiveConns() int {
