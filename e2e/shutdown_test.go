@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -45,5 +47,35 @@ func TestSIGTERMLetsARequestInFlightFinish(t *testing.T) {
 	}
 	if _, err := os.Lstat(sock); err == nil {
 		t.Errorf("the listen socket %s was left behind", sock)
+	}
+}
+
+// A second SIGTERM does not wait for the drain: the operator means it.
+func TestSecondSIGTERMStopsAtOnce(t *testing.T) {
+	testbed.RequireFPM(t)
+	testbed.RequireNginx(t)
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{})
+	sock := filepath.Join(testbed.ShortTempDir(t), "fcgiscope.sock")
+	p := testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN=unix:"+sock, "FCGISCOPE_LISTEN_MODE=0666", "FCGISCOPE_UPSTREAM="+fpm.Addr)
+	ngx := testbed.StartNginx(t, testbed.NginxConfig{FastCGIPass: "unix:" + sock})
+	go func() {
+		if resp, err := http.Get(ngx.URL + "/sleep.php?s=5"); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	syscall.Kill(p.Pid, syscall.SIGTERM)
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	syscall.Kill(p.Pid, syscall.SIGTERM)
+	p.Stop()
+	if waited := time.Since(start); waited > 2*time.Second {
+		t.Errorf("the second SIGTERM took %s to stop fcgiscope, want at once", waited)
+	}
+	if code := p.Cmd.ProcessState.ExitCode(); code != 143 {
+		t.Errorf("exit code %d, want 143", code)
+	}
+	if !strings.Contains(p.Output(), "second terminated, stopping now") {
+		t.Errorf("no word of the second signal:\n%s", p.Output())
 	}
 }
