@@ -48,6 +48,10 @@ type Classifier struct {
 	// Slowlog follows php-fpm's slowlog, for the stack of a request that
 	// was killed. nil means none.
 	Slowlog *fpm.SlowlogFollower
+	// SettingNames renames the settings the explanations name, for
+	// callers whose user sets them otherwise: fcgiscope request maps
+	// FCGISCOPE_UPSTREAM to --upstream. nil keeps the variable names.
+	SettingNames map[string]string
 	// LogWait bounds how long a failure waits for php-fpm's log line,
 	// which can come a few milliseconds after the connection dies;
 	// 0 means 300 ms.
@@ -68,9 +72,26 @@ func (c *Classifier) Diagnose(t *proxy.Trace) *Diagnosis {
 		d = completedWithProblem(t)
 	}
 	if d != nil {
+		c.rename(d)
 		t.Diagnosis = d
 	}
 	return d
+}
+
+// rename applies SettingNames to the words a person reads.
+func (c *Classifier) rename(d *Diagnosis) {
+	if len(c.SettingNames) == 0 {
+		return
+	}
+	var pairs []string
+	for from, to := range c.SettingNames {
+		pairs = append(pairs, from, to)
+	}
+	r := strings.NewReplacer(pairs...)
+	d.Detail = r.Replace(d.Detail)
+	for i, h := range d.Hints {
+		d.Hints[i] = r.Replace(h)
+	}
 }
 
 func (c *Classifier) failure(t *proxy.Trace) *Diagnosis {

@@ -283,3 +283,13 @@ func TestAccessLogLineCarriesTheDiagnosis(t *testing.T) {
 		t.Errorf("success line: %v", line)
 	}
 }
+
+func TestSettingNamesRenameWhatAPersonReads(t *testing.T) {
+	tr := dialFailure("unix", "/run/php/x.sock", syscall.ENOENT)
+	c := &Classifier{SettingNames: map[string]string{"FCGISCOPE_UPSTREAM": "--upstream"}}
+	d := c.Diagnose(tr)
+	all := d.Detail + strings.Join(d.Hints, " ")
+	if strings.Contains(all, "FCGISCOPE_UPSTREAM") || !strings.Contains(all, "--upstream") {
+		t.Errorf("hints not renamed: %q", d.Hints)
+	}
+}

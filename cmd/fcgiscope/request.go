@@ -114,7 +114,13 @@ func requestMain(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if !t.DialEnd.IsZero() {
 		fmt.Fprintln(stderr, res.timingLine())
 	}
-	classifier := &diagnostics.Classifier{Finder: &diagnostics.Finder{}, Pool: pool, Log: follower}
+	classifier := &diagnostics.Classifier{Finder: &diagnostics.Finder{}, Pool: pool, Log: follower,
+		// The user of request sets these as flags.
+		SettingNames: map[string]string{
+			"FCGISCOPE_UPSTREAM":        "--upstream",
+			"FCGISCOPE_READ_TIMEOUT":    "--timeout",
+			"FCGISCOPE_CONNECT_TIMEOUT": "--timeout",
+		}}
 	printDiagnosis(stderr, classifier.Diagnose(t))
 	return exitFailure
 }
