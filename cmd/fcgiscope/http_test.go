@@ -510,7 +510,12 @@ func TestHTTPFPMAutoStartsAndStopsPHPFPM(t *testing.T) {
 		t.Errorf("the page does not name the signal:\n%s", body)
 	}
 
+	// php-fpm replaces the crashed worker; give it a moment.
 	workers := childPIDsOf(pid)
+	for deadline := time.Now().Add(3 * time.Second); len(workers) != 2 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		workers = childPIDsOf(pid)
+	}
 	if len(workers) != 2 {
 		t.Errorf("php-fpm %d has workers %v, want 2 (--fpm-workers 2)", pid, workers)
 	}
