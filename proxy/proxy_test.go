@@ -575,3 +575,27 @@ func TestClientConnectionLimitMakesNewConnectionsWait(t *testing.T) {
 		t.Fatal("second connection never served after the first closed")
 	}
 }
+
+// A kept-alive connection whose last response ended while the relay was
+// already waiting for the next request still closes after the idle timeout.
+func TestIdleTimeoutAppliesAfterASlowKeptAliveResponse(t *testing.T) {
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
+		time.Sleep(150 * time.Millisecond) // the relay reads on meanwhile
+		echoUpstream(t, conn)
+	})
+	addr := startProxy(t, &Server{Upstream: up, IdleTimeout: 100 * time.Millisecond})
+	conn, err := net.Dial(addr.Network, addr.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := newReq("ECHO", "x")
+	req.KeepConn = true
+	if _, err := fcgi.RoundTrip(conn, req, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("after the idle timeout: read %v, want EOF from the relay", err)
+	}
+}

@@ -184,6 +184,17 @@ func (q *request) endResponse() {
 		q.c.srv.slots.Release(1)
 	}
 
+	if q.keepConn && q.c.srv.IdleTimeout > 0 {
+		// The connection goroutine may be waiting in a read it began
+		// while this response was still running, with no deadline; from
+		// now on the connection is idle.
+		q.mu.Lock()
+		bodyRead := !q.trace.StdinDone.IsZero()
+		q.mu.Unlock()
+		if bodyRead {
+			q.c.nc.SetReadDeadline(time.Now().Add(q.c.srv.IdleTimeout))
+		}
+	}
 	if !q.keepConn {
 		// The web server asked us to close after this request. With the
 		// whole request read nothing can be pending, so close at once;
