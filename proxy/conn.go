@@ -78,9 +78,9 @@ func (c *conn) serve() {
 	}
 }
 
-// setReadDeadline applies the idle timeout between requests and the params
-// timeout while a request head arrives. Once the head is complete the body
-// may take as long as the web server needs.
+// setReadDeadline applies the idle timeout between requests and between the
+// records of a request body, and the params timeout while a request head
+// arrives.
 func (c *conn) setReadDeadline() {
 	srv := c.srv
 	q := c.req
@@ -93,7 +93,15 @@ func (c *conn) setReadDeadline() {
 		if srv.ParamsTimeout > 0 {
 			c.nc.SetReadDeadline(q.trace.Accepted.Add(srv.ParamsTimeout))
 		}
+	case !q.stdinDone:
+		// The body may take long, but not stall: each record must
+		// come within the idle timeout.
+		if srv.IdleTimeout > 0 {
+			c.nc.SetReadDeadline(time.Now().Add(srv.IdleTimeout))
+		}
 	case srv.IdleTimeout > 0 || srv.ParamsTimeout > 0:
+		// The response is running; the read only watches for the web
+		// server going away, however long the script takes.
 		c.nc.SetReadDeadline(time.Time{})
 	}
 }

@@ -65,6 +65,7 @@ func startFuzzRelay(f *testing.F) *fuzzRelay {
 		ReadTimeout:   200 * time.Millisecond,
 		IdleTimeout:   100 * time.Millisecond,
 		ParamsTimeout: 100 * time.Millisecond,
+		linger:        100 * time.Millisecond,
 	}
 	down, err := Listen(fcgi.Addr{Network: "unix", Address: filepath.Join(dir, "down.sock")}, 0o600)
 	if err != nil {

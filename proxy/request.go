@@ -209,7 +209,7 @@ func (q *request) endResponse() {
 			if cw, ok := q.c.nc.(interface{ CloseWrite() error }); ok {
 				cw.CloseWrite()
 			}
-			q.c.nc.SetReadDeadline(time.Now().Add(lingerAfterEnd))
+			q.c.nc.SetReadDeadline(time.Now().Add(q.c.srv.lingerAfterEnd()))
 		}
 	}
 	q.markResponseDone()

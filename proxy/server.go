@@ -97,9 +97,10 @@ type Server struct {
 	// whose headers run longer fails while nothing of it has been sent.
 	// 0 means DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
-	// IdleTimeout closes a downstream connection that starts no request
-	// for that long: a kept-alive connection nginx forgot, or a client
-	// holding a connection open. 0 means no limit.
+	// IdleTimeout closes a downstream connection that starts no request,
+	// or sends nothing of a request body, for that long: a kept-alive
+	// connection nginx forgot, or a client holding a connection open.
+	// 0 means no limit.
 	IdleTimeout time.Duration
 	// ParamsTimeout bounds the time from BEGIN_REQUEST to the end of the
 	// PARAMS stream, so that a client sending its request head a byte at
@@ -132,6 +133,15 @@ type Server struct {
 	clients   chan struct{}
 	inFlight  atomic.Int64
 	queued    atomic.Int64
+	// linger replaces lingerAfterEnd in tests that cannot wait for it.
+	linger time.Duration
+}
+
+func (s *Server) lingerAfterEnd() time.Duration {
+	if s.linger > 0 {
+		return s.linger
+	}
+	return lingerAfterEnd
 }
 
 // InFlight returns the number of requests begun and not yet finished:

@@ -32,7 +32,7 @@ type serveConfig struct {
 	MaxConns          int           `env:"FCGISCOPE_MAX_CONNS" envDefault:"0" help:"requests in flight to php-fpm at most; more wait in line. 0 means the pool's pm.max_children when known, else no limit"`
 	QueueTimeout      time.Duration `env:"FCGISCOPE_QUEUE_TIMEOUT" envDefault:"5s" help:"how long a request may wait for a free slot or for a restarting php-fpm before a 503; 0 fails at once"`
 	MaxHeaderBytes    int           `env:"FCGISCOPE_MAX_HEADER_BYTES" envDefault:"65536" help:"largest CGI header block accepted from php-fpm; longer headers fail the request with upstream_protocol_error"`
-	IdleTimeout       time.Duration `env:"FCGISCOPE_IDLE_TIMEOUT" envDefault:"120s" help:"close a web server connection that starts no request for this long; 0 turns it off"`
+	IdleTimeout       time.Duration `env:"FCGISCOPE_IDLE_TIMEOUT" envDefault:"120s" help:"close a web server connection that starts no request, or stalls in a request body, for this long; 0 turns it off"`
 	ParamsTimeout     time.Duration `env:"FCGISCOPE_PARAMS_TIMEOUT" envDefault:"30s" help:"how long the web server may take to send a request head (PARAMS); 0 turns it off"`
 	MaxClientConns    int           `env:"FCGISCOPE_MAX_CLIENT_CONNS" envDefault:"10000" help:"open web server connections at most; more wait in the listen queue. 0 means no limit"`
 	MaxParamsBytes    int           `env:"FCGISCOPE_MAX_PARAMS_BYTES" envDefault:"1048576" help:"largest FastCGI PARAMS stream accepted from the web server"`
