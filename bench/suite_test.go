@@ -24,6 +24,9 @@ var (
 	rounds   = envInt("BENCH_ROUNDS", 3)
 	duration = envDuration("BENCH_DURATION", 5*time.Second)
 	conns    = envInt("BENCH_CONNS", 16)
+	// only, when set, is a regular expression a configuration's transport
+	// and keep-alive (such as "unix keep_conn=false") must match.
+	only = regexp.MustCompile(os.Getenv("BENCH_ONLY"))
 )
 
 func envInt(name string, def int) int {
@@ -46,6 +49,9 @@ type wrkResult struct {
 	P50, P99 float64 // milliseconds
 	Errors   int     `json:"errors"`
 	Requests int     `json:"requests"`
+	// CPU is the CPU time per request, in microseconds, of nginx,
+	// php-fpm and the relay, each with its children.
+	CPU map[string]float64 `json:"cpu_us_per_request,omitempty"`
 }
 
 var (
@@ -102,7 +108,8 @@ func runWrk(t *testing.T, url string) wrkResult {
 }
 
 // socatRelay starts socat as a dumb byte relay from listen to upstream.
-func socatRelay(t *testing.T, listen, upstream string) {
+// It returns socat's pid.
+func socatRelay(t *testing.T, listen, upstream string) int {
 	t.Helper()
 	toSocat := func(a string) string {
 		if p, ok := strings.CutPrefix(a, "unix:"); ok {
@@ -123,6 +130,7 @@ func socatRelay(t *testing.T, listen, upstream string) {
 		cmd.Wait()
 	})
 	time.Sleep(200 * time.Millisecond)
+	return cmd.Process.Pid
 }
 
 // config is one way for nginx to reach php-fpm.
@@ -184,6 +192,7 @@ func TestNginxLoadRatios(t *testing.T) {
 	type target struct {
 		name, pass string
 		keep       bool
+		pids       map[string]int // the processes whose CPU time is measured
 	}
 	var targets []target
 	for _, transport := range []string{"unix", "tcp"} {
@@ -198,19 +207,33 @@ func TestNginxLoadRatios(t *testing.T) {
 			}
 			return fmt.Sprintf("127.0.0.1:%d", testbed.FreePort(t))
 		}
-		fsAddr, socatAddr := addr("fcgiscope"), addr("socat")
-		testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN="+fsAddr, "FCGISCOPE_LISTEN_MODE=0666", "FCGISCOPE_UPSTREAM="+fpm.Addr,
+		fsAddr, kaAddr, socatAddr := addr("fcgiscope"), addr("keepalive"), addr("socat")
+		fs := testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN="+fsAddr, "FCGISCOPE_LISTEN_MODE=0666", "FCGISCOPE_UPSTREAM="+fpm.Addr,
 			"FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath, "FCGISCOPE_LOG_LEVEL=warn")
-		socatRelay(t, socatAddr, fpm.Addr)
+		// The same with kept upstream connections, one worker fewer
+		// than the pool has.
+		ka := testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN="+kaAddr, "FCGISCOPE_LISTEN_MODE=0666", "FCGISCOPE_UPSTREAM="+fpm.Addr,
+			"FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath, "FCGISCOPE_LOG_LEVEL=warn", "FCGISCOPE_UPSTREAM_KEEPALIVE=3")
+		socat := socatRelay(t, socatAddr, fpm.Addr)
 		for _, keep := range []bool{false, true} {
 			suffix := fmt.Sprintf("%s keep_conn=%v", transport, keep)
-			for _, c := range []struct{ name, pass string }{
-				{"direct", fpm.Addr}, {"fcgiscope", fsAddr}, {"socat", socatAddr},
+			if !only.MatchString(suffix) {
+				continue
+			}
+			for _, c := range []struct {
+				name, pass string
+				relay      int
+			}{
+				{"direct", fpm.Addr, 0}, {"fcgiscope", fsAddr, fs.Pid}, {"fcgiscope+keepalive", kaAddr, ka.Pid}, {"socat", socatAddr, socat},
 			} {
 				if c.name == "socat" && keep {
 					continue // socat relays bytes; keep-alive is nginx's and php-fpm's business
 				}
-				targets = append(targets, target{c.name + " " + suffix, c.pass, keep})
+				pids := map[string]int{"php-fpm": fpm.Pid}
+				if c.relay != 0 {
+					pids["relay"] = c.relay
+				}
+				targets = append(targets, target{c.name + " " + suffix, c.pass, keep, pids})
 			}
 		}
 	}
@@ -223,31 +246,45 @@ func TestNginxLoadRatios(t *testing.T) {
 	for round := range rounds {
 		for _, tg := range targets {
 			ngx := testbed.StartNginx(t, testbed.NginxConfig{FastCGIPass: tg.pass, Root: root, KeepConn: tg.keep})
+			tg.pids["nginx"] = ngx.Pid
+			cpu := newCPUMeter(tg.pids)
 			r := runWrk(t, ngx.URL+"/hello.php")
+			r.CPU = cpu.perRequest(r.Requests)
 			ngx.Stop()
 			samples = append(samples, sample{tg.name, round, r})
-			t.Logf("round %d %-32s %8.0f req/s p50 %.2f ms p99 %.2f ms errors %d", round, tg.name, r.RPS, r.P50, r.P99, r.Errors)
+			t.Logf("round %d %-32s %8.0f req/s p50 %.2f ms p99 %.2f ms errors %d cpu µs/request %v", round, tg.name, r.RPS, r.P50, r.P99, r.Errors, r.CPU)
 		}
 	}
 
-	by := func(name string) (rps, p50, p99 []float64, errs int) {
+	type series struct {
+		rps, p50, p99, relayCPU, fpmCPU []float64
+		errs                            int
+	}
+	by := func(name string) series {
+		var x series
 		for _, s := range samples {
 			if s.Config == name {
-				rps = append(rps, s.Result.RPS)
-				p50 = append(p50, s.Result.P50)
-				p99 = append(p99, s.Result.P99)
-				errs += s.Result.Errors
+				x.rps = append(x.rps, s.Result.RPS)
+				x.p50 = append(x.p50, s.Result.P50)
+				x.p99 = append(x.p99, s.Result.P99)
+				x.relayCPU = append(x.relayCPU, s.Result.CPU["relay"])
+				x.fpmCPU = append(x.fpmCPU, s.Result.CPU["php-fpm"])
+				x.errs += s.Result.Errors
 			}
 		}
-		return
+		return x
 	}
 	var table []string
-	table = append(table, fmt.Sprintf("%-34s %10s %8s %9s %9s %11s %11s %6s", "configuration", "req/s", "±%", "p50 ms", "p99 ms", "ratio", "added p50", "errors"))
+	table = append(table, fmt.Sprintf("%-42s %8s %6s %7s %8s %6s %10s %6s  %s", "configuration", "req/s", "±%", "p50 ms", "p99 ms", "ratio", "added p50", "errors", "CPU µs/request: relay, php-fpm"))
 	for _, c := range configs {
-		rps, p50, p99, errs := by(c.name)
-		base := strings.Replace(c.name, strings.Fields(c.name)[0], "direct", 1)
-		brps, bp50, _, _ := by(base)
-		table = append(table, fmt.Sprintf("%-34s %10.0f %7.1f%% %9.3f %9.3f %10.2fx %+9.3f ms %6d", c.name, median(rps), spread(rps), median(p50), median(p99), median(rps)/median(brps), median(p50)-median(bp50), errs))
+		x := by(c.name)
+		base := by(strings.Replace(c.name, strings.Fields(c.name)[0], "direct", 1))
+		relay := "-"
+		if m := median(x.relayCPU); m > 0 {
+			relay = fmt.Sprintf("%.0f", m)
+		}
+		table = append(table, fmt.Sprintf("%-42s %8.0f %5.1f%% %7.3f %8.3f %5.2fx %+7.3f ms %6d  %s, %.0f",
+			c.name, median(x.rps), spread(x.rps), median(x.p50), median(x.p99), median(x.rps)/median(base.rps), median(x.p50)-median(base.p50), x.errs, relay, median(x.fpmCPU)))
 	}
 	report := strings.Join(table, "\n")
 	fmt.Println("\nnginx + hello.php, wrk -t2 -c" + strconv.Itoa(conns) + " -d" + duration.String() + ", median of " + strconv.Itoa(rounds) + " alternating rounds; ratio = throughput / direct\n" + report)

@@ -73,6 +73,11 @@ func (a *AccessLog) Observe(t *proxy.Trace) {
 	if t.Resent > 0 {
 		ev = ev.Int("resent", t.Resent)
 	}
+	if t.UpstreamReused {
+		// connect_ms is then the check that the kept connection is
+		// still open, not a connect.
+		ev = ev.Bool("upstream_reused", true)
+	}
 	if d != nil {
 		ev = ev.Str("cause", d.Cause.ID).
 			Str("detail", d.Detail).

@@ -237,6 +237,7 @@ func (c *conn) begin(h fcgi.Header) error {
 		c:         c,
 		id:        h.RequestID,
 		keepConn:  b.KeepConn(),
+		bodyless:  true, // unless CONTENT_LENGTH says otherwise
 		begin:     b,
 		respDone:  make(chan struct{}),
 		respEnded: make(chan struct{}),
@@ -302,6 +303,8 @@ func (c *conn) noteParams(q *request) error {
 			t.RequestID = string(value)
 		case "HTTP_X_REQUEST_ID":
 			xrid = string(value)
+		case "CONTENT_LENGTH":
+			q.bodyless = len(value) == 0 || string(value) == "0"
 		}
 		return true
 	})
@@ -338,19 +341,40 @@ func (c *conn) startUpstream(q *request) {
 		q.slot = true
 	}
 	t.DialStart = time.Now()
-	up, attempts, err := srv.dialRetrying(deadline)
-	t.DialAttempts = attempts
-	if err != nil {
-		q.failEarly(err)
-		return
+	keepUp := srv.UpstreamKeepAlive > 0 && q.bodyless && safeToRepeat(t.Method)
+	var up net.Conn
+	if keepUp {
+		up = srv.idle.get()
+	}
+	if up != nil {
+		t.UpstreamReused = true
+	} else {
+		var attempts int
+		var err error
+		up, attempts, err = srv.dialRetrying(deadline)
+		t.DialAttempts = attempts
+		if err != nil {
+			q.failEarly(err)
+			return
+		}
 	}
 	t.DialEnd = time.Now()
 	q.up = up
+	if keepUp {
+		q.keepUp = true
+		q.upRefs.Store(2)
+		q.stdinEnded = make(chan struct{})
+	}
 	q.upw = writerPool.Get().(*fcgi.Writer)
 	q.upw.Reset(up)
-	// One upstream connection per request: the upstream may close it
-	// when the request ends, whatever the web server asked for.
-	q.upw.WriteBeginRequest(q.id, fcgi.BeginRequest{Role: q.begin.Role, Flags: q.begin.Flags &^ fcgi.FlagKeepConn})
+	// The upstream connection is the relay's, not the web server's: it
+	// is kept only when the relay keeps upstream connections, whatever
+	// the web server asked for its own.
+	flags := q.begin.Flags &^ fcgi.FlagKeepConn
+	if q.keepUp {
+		flags |= fcgi.FlagKeepConn
+	}
+	q.upw.WriteBeginRequest(q.id, fcgi.BeginRequest{Role: q.begin.Role, Flags: flags})
 	q.upw.WriteStream(fcgi.TypeParams, q.id, c.params.Bytes())
 	q.upw.EndStream(fcgi.TypeParams, q.id)
 	if c.r.Buffered() == 0 {

@@ -66,6 +66,9 @@ func startFuzzRelay(f *testing.F) *fuzzRelay {
 		IdleTimeout:   100 * time.Millisecond,
 		ParamsTimeout: 100 * time.Millisecond,
 		linger:        100 * time.Millisecond,
+		// Kept connections too, so that arbitrary answers meet the
+		// idle pool and the resend on a kept connection.
+		UpstreamKeepAlive: 1,
 	}
 	down, err := Listen(fcgi.Addr{Network: "unix", Address: filepath.Join(dir, "down.sock")}, 0o600)
 	if err != nil {
@@ -135,6 +138,12 @@ func FuzzRelayUpstream(f *testing.F) {
 	r := startFuzzRelay(f)
 	req := requestBytes()
 	f.Fuzz(func(t *testing.T, answer []byte) {
+		// A request that went on a kept connection left the previous
+		// answer unused; this one replaces it.
+		select {
+		case <-r.upstream:
+		default:
+		}
 		r.upstream <- answer
 		out := r.exchange(t, req)
 		// Whatever the upstream sent, the web server gets FastCGI records

@@ -26,6 +26,16 @@ type request struct {
 	upw   *fcgi.Writer // written by the connection goroutine only
 	slot  bool         // holds a MaxConns slot
 	upErr error        // first write error towards the upstream
+	// bodyless is CONTENT_LENGTH's word that the request has no body;
+	// keepUp says the upstream connection was asked to stay open.
+	bodyless, keepUp bool
+	// upRefs counts the sides still using a kept upstream connection:
+	// php-fpm may answer before the request side has written the end of
+	// the body, and the connection is reusable only once both are done.
+	upRefs     atomic.Int32
+	upReusable atomic.Bool
+	respLetGo  bool          // the response side let go of the upstream; its goroutine only
+	stdinEnded chan struct{} // closed when the request side ends, on kept connections only
 
 	mu    sync.Mutex // guards trace.BytesIn, trace.StdinDone and up
 	trace Trace
@@ -59,6 +69,10 @@ func (q *request) finishStdinSide() {
 		q.upw.Reset(nil)
 		writerPool.Put(q.upw)
 		q.upw = nil
+	}
+	if q.keepUp {
+		close(q.stdinEnded)
+		q.letGoUpstream()
 	}
 	q.finishSide()
 }
@@ -112,18 +126,45 @@ func (q *request) abortUpstream(err error) {
 	}
 }
 
+// safeToRepeat reports whether a request method may be sent twice.
+func safeToRepeat(method string) bool {
+	switch method {
+	case "GET", "HEAD", "OPTIONS":
+		return true
+	}
+	return false
+}
+
+// reusedCloseWindow is how soon after it was sent a request on a kept
+// connection may fail for it to be sent again on a new one. php-fpm closes a
+// kept connection at once when the worker on it ends (pm.max_requests, a
+// reload), sometimes just as the next request arrives; a script that ran
+// for longer and died is not run a second time.
+const reusedCloseWindow = time.Second
+
 // mayResend reports whether a request whose upstream closed without a word
-// can be sent again: it has no body, its method is safe to repeat, and the
+// can be sent again: it has no body, its method is safe to repeat, and
+// either it went on a kept connection that closed under it at once or the
 // Server's RetryClosed hook knows why the upstream closed.
-func (q *request) mayResend() bool {
+func (q *request) mayResend(err error) bool {
 	t := &q.trace
 	srv := q.c.srv
-	if srv.RetryClosed == nil || t.UpstreamRecords > 0 || q.abortErr.Load() != nil || t.Resent >= 3 {
+	if t.UpstreamRecords > 0 || q.abortErr.Load() != nil || t.Resent >= 3 || !safeToRepeat(t.Method) {
 		return false
 	}
-	switch t.Method {
-	case "GET", "HEAD", "OPTIONS":
-	default:
+	if t.UpstreamReused && t.Resent == 0 && time.Since(t.DialEnd) < reusedCloseWindow && !errors.Is(err, os.ErrDeadlineExceeded) {
+		// The end of the (empty) body may still be on its way from
+		// the web server; only a request known whole can be repeated.
+		select {
+		case <-q.stdinEnded:
+		case <-time.After(reusedCloseWindow):
+		}
+		q.mu.Lock()
+		whole := !t.StdinDone.IsZero() && t.BytesIn == 0
+		q.mu.Unlock()
+		return whole
+	}
+	if srv.RetryClosed == nil {
 		return false
 	}
 	q.mu.Lock()
@@ -176,7 +217,11 @@ func (q *request) failEarly(err error) {
 
 // endResponse closes the response side.
 func (q *request) endResponse() {
-	if q.up != nil {
+	switch {
+	case q.keepUp && !q.respLetGo:
+		q.respLetGo = true
+		q.letGoUpstream()
+	case !q.keepUp && q.up != nil:
 		q.up.Close()
 	}
 	if q.slot {
@@ -282,7 +327,7 @@ func (q *request) relayResponse() {
 		}
 		h, err := ur.Next()
 		if err != nil {
-			if q.mayResend() {
+			if q.mayResend(err) {
 				if rerr := q.resend(); rerr == nil {
 					ur.Reset(q.up)
 					continue
@@ -328,6 +373,7 @@ func (q *request) relayResponse() {
 				return
 			}
 			t.EndRequest, t.Ended = end, true
+			q.releaseUpstream(end, ur.Buffered() == 0)
 			if end.ProtocolStatus == fcgi.StatusRequestComplete && !r.headers.complete && r.forwardedStdout == 0 {
 				// nginx would answer a blank 502 ("upstream prematurely
 				// closed FastCGI stdout"); an explanation is better.
@@ -371,6 +417,46 @@ func (q *request) relayResponse() {
 			return
 		}
 	}
+}
+
+// releaseUpstream lets go of the upstream connection once END_REQUEST is
+// read, before the end is forwarded, so that the next request can have it at
+// once. A connection that is not kept is closed: php-fpm's worker waits for
+// its peer to close before it takes another request.
+func (q *request) releaseUpstream(end fcgi.EndRequest, drained bool) {
+	if !q.keepUp {
+		q.up.Close()
+		return
+	}
+	q.upReusable.Store(drained && end.ProtocolStatus == fcgi.StatusRequestComplete && q.trace.Resent == 0)
+	q.respLetGo = true
+	q.letGoUpstream()
+}
+
+// letGoUpstream is called by each side of a request on a kept connection
+// when it is done with the connection; the last one returns it to the idle
+// pool when it is still fit for another request, and closes it otherwise.
+func (q *request) letGoUpstream() {
+	if q.upRefs.Add(-1) != 0 {
+		return
+	}
+	q.mu.Lock()
+	up := q.up
+	// An abort that comes later must not close a connection that is the
+	// pool's by then.
+	q.up = nil
+	reusable := q.upReusable.Load() && q.abortErr.Load() == nil
+	q.mu.Unlock()
+	if up == nil {
+		return
+	}
+	if reusable {
+		up.SetReadDeadline(time.Time{})
+		if q.c.srv.idle.put(up) {
+			return
+		}
+	}
+	up.Close()
 }
 
 // serverTiming returns a STDOUT record holding a Server-Timing header line,

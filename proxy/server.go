@@ -86,6 +86,21 @@ type Server struct {
 	// been reloading or stopping: a worker that was killed may have run
 	// the script already.
 	RetryClosed func(t *Trace) bool
+	// UpstreamKeepAlive, when positive, is how many idle upstream
+	// connections are kept open for later requests, as nginx's keepalive
+	// directive does: a request then skips the connect and php-fpm the
+	// accept and close. php-fpm holds a worker on every kept connection,
+	// so keep it below pm.max_children, leaving a worker for the status
+	// page and other clients. Only bodyless GET, HEAD and OPTIONS requests
+	// use kept connections, because php-fpm may close one just as a
+	// request arrives (a worker reaching pm.max_requests), and only those
+	// can be sent again on a new connection without doubt.
+	UpstreamKeepAlive int
+	// UpstreamKeepAliveTimeout closes a kept connection idle for that
+	// long; 0 means DefaultUpstreamKeepAliveTimeout. It must stay below
+	// php-fpm's request_terminate_timeout and request_slowlog_timeout,
+	// which count a worker waiting on a kept connection as busy.
+	UpstreamKeepAliveTimeout time.Duration
 	// ServerTiming adds a Server-Timing header to every response, with the
 	// time spent connecting to the upstream and waiting for its first byte,
 	// so that browser developer tools show where the time went.
@@ -133,6 +148,7 @@ type Server struct {
 	clients   chan struct{}
 	inFlight  atomic.Int64
 	queued    atomic.Int64
+	idle      idlePool
 	// linger replaces lingerAfterEnd in tests that cannot wait for it.
 	linger time.Duration
 }
@@ -164,6 +180,11 @@ func (s *Server) init() {
 		}
 		if s.MaxClientConns > 0 {
 			s.clients = make(chan struct{}, s.MaxClientConns)
+		}
+		s.idle.max = s.UpstreamKeepAlive
+		s.idle.timeout = s.UpstreamKeepAliveTimeout
+		if s.idle.timeout <= 0 {
+			s.idle.timeout = DefaultUpstreamKeepAliveTimeout
 		}
 	}
 }
@@ -255,6 +276,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
 	s.closing.Store(true)
 	s.closeListeners()
+	s.idle.close()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -276,6 +298,7 @@ func (s *Server) Close() error {
 	s.init()
 	s.closing.Store(true)
 	s.closeListeners()
+	s.idle.close()
 	s.cancel()
 	s.mu.Lock()
 	defer s.mu.Unlock()

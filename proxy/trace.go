@@ -31,6 +31,10 @@ type Trace struct {
 	// Upstream is the address the request was sent to.
 	Upstream fcgi.Addr
 
+	// UpstreamReused reports that the request went on a kept-alive
+	// upstream connection rather than a new one.
+	UpstreamReused bool
+
 	// Timestamps; zero when the step never happened.
 	Accepted   time.Time // BEGIN_REQUEST read
 	ParamsDone time.Time // the empty PARAMS record read

@@ -23,32 +23,34 @@ import (
 // from its environment variable and can be overridden by the flag of the same
 // name in kebab case (FCGISCOPE_CONNECT_TIMEOUT -> --connect-timeout).
 type serveConfig struct {
-	Listen            string        `env:"FCGISCOPE_LISTEN" envDefault:"127.0.0.1:9001" help:"address the web server connects to (host:port or unix:/path)"`
-	ListenMode        string        `env:"FCGISCOPE_LISTEN_MODE" envDefault:"0660" help:"file mode of a unix listen socket, in octal"`
-	Upstream          string        `env:"FCGISCOPE_UPSTREAM" envDefault:"127.0.0.1:9000" help:"php-fpm address (host:port or unix:/path)"`
-	ConnectTimeout    time.Duration `env:"FCGISCOPE_CONNECT_TIMEOUT" envDefault:"3s" help:"how long to wait for php-fpm to accept a connection"`
-	ReadTimeout       time.Duration `env:"FCGISCOPE_READ_TIMEOUT" envDefault:"0s" help:"fail a request when php-fpm sends nothing for this long; 0 turns it off"`
-	HoldBytes         int           `env:"FCGISCOPE_HOLD_BYTES" envDefault:"65536" help:"response bytes held back so that a dying worker's response can still be replaced; 0 streams at once"`
-	MaxConns          int           `env:"FCGISCOPE_MAX_CONNS" envDefault:"0" help:"requests in flight to php-fpm at most; more wait in line. 0 means the pool's pm.max_children when known, else no limit"`
-	QueueTimeout      time.Duration `env:"FCGISCOPE_QUEUE_TIMEOUT" envDefault:"5s" help:"how long a request may wait for a free slot or for a restarting php-fpm before a 503; 0 fails at once"`
-	MaxHeaderBytes    int           `env:"FCGISCOPE_MAX_HEADER_BYTES" envDefault:"65536" help:"largest CGI header block accepted from php-fpm; longer headers fail the request with upstream_protocol_error"`
-	IdleTimeout       time.Duration `env:"FCGISCOPE_IDLE_TIMEOUT" envDefault:"120s" help:"close a web server connection that starts no request, or stalls in a request body, for this long; 0 turns it off"`
-	ParamsTimeout     time.Duration `env:"FCGISCOPE_PARAMS_TIMEOUT" envDefault:"30s" help:"how long the web server may take to send a request head (PARAMS); 0 turns it off"`
-	MaxClientConns    int           `env:"FCGISCOPE_MAX_CLIENT_CONNS" envDefault:"10000" help:"open web server connections at most; more wait in the listen queue. 0 means no limit"`
-	MaxParamsBytes    int           `env:"FCGISCOPE_MAX_PARAMS_BYTES" envDefault:"1048576" help:"largest FastCGI PARAMS stream accepted from the web server"`
-	ErrorDetail       string        `env:"FCGISCOPE_ERROR_DETAIL" envDefault:"local" help:"what error pages show: full, local (full for loopback and private client addresses, minimal otherwise) or minimal"`
-	ServerTiming      bool          `env:"FCGISCOPE_SERVER_TIMING" envDefault:"false" help:"add a Server-Timing header with connect and wait times to every response"`
-	FPMConfig         string        `env:"FCGISCOPE_FPM_CONFIG" help:"php-fpm.conf or pool file to read timeouts and limits from; empty looks in the usual places"`
-	FPMLog            string        `env:"FCGISCOPE_FPM_LOG" help:"php-fpm error log to read when a worker dies; empty takes error_log from the php-fpm configuration"`
-	FPMStatusPath     string        `env:"FCGISCOPE_FPM_STATUS_PATH" help:"php-fpm's pm.status_path to poll; empty takes it from the pool configuration, - turns polling off"`
-	FPMStatusInterval time.Duration `env:"FCGISCOPE_FPM_STATUS_INTERVAL" envDefault:"2s" help:"how often to poll php-fpm's status page"`
-	AdminListen       string        `env:"FCGISCOPE_ADMIN_LISTEN" envDefault:"127.0.0.1:9180" help:"host:port of the admin HTTP endpoint: /metrics, /healthz, /readyz, the API and the dashboard; empty turns it off"`
-	AdminToken        string        `env:"FCGISCOPE_ADMIN_TOKEN" help:"bearer token the admin endpoint requires for everything but /healthz and /readyz; empty requires none"`
-	AdminPprof        bool          `env:"FCGISCOPE_ADMIN_PPROF" envDefault:"false" help:"serve Go's profiler under /debug/pprof/ on the admin endpoint"`
-	RecentRequests    int           `env:"FCGISCOPE_RECENT_REQUESTS" envDefault:"1000" help:"how many recent requests the admin endpoint keeps for its API and dashboard"`
-	ShutdownTimeout   time.Duration `env:"FCGISCOPE_SHUTDOWN_TIMEOUT" envDefault:"30s" help:"how long requests in flight may take to finish on SIGTERM"`
-	LogFormat         string        `env:"FCGISCOPE_LOG_FORMAT" envDefault:"json" help:"log format: json or console"`
-	LogLevel          string        `env:"FCGISCOPE_LOG_LEVEL" envDefault:"info" help:"log level: debug, info, warn or error"`
+	Listen                   string        `env:"FCGISCOPE_LISTEN" envDefault:"127.0.0.1:9001" help:"address the web server connects to (host:port or unix:/path)"`
+	ListenMode               string        `env:"FCGISCOPE_LISTEN_MODE" envDefault:"0660" help:"file mode of a unix listen socket, in octal"`
+	Upstream                 string        `env:"FCGISCOPE_UPSTREAM" envDefault:"127.0.0.1:9000" help:"php-fpm address (host:port or unix:/path)"`
+	ConnectTimeout           time.Duration `env:"FCGISCOPE_CONNECT_TIMEOUT" envDefault:"3s" help:"how long to wait for php-fpm to accept a connection"`
+	ReadTimeout              time.Duration `env:"FCGISCOPE_READ_TIMEOUT" envDefault:"0s" help:"fail a request when php-fpm sends nothing for this long; 0 turns it off"`
+	HoldBytes                int           `env:"FCGISCOPE_HOLD_BYTES" envDefault:"65536" help:"response bytes held back so that a dying worker's response can still be replaced; 0 streams at once"`
+	MaxConns                 int           `env:"FCGISCOPE_MAX_CONNS" envDefault:"0" help:"requests in flight to php-fpm at most; more wait in line. 0 means the pool's pm.max_children when known, else no limit"`
+	QueueTimeout             time.Duration `env:"FCGISCOPE_QUEUE_TIMEOUT" envDefault:"5s" help:"how long a request may wait for a free slot or for a restarting php-fpm before a 503; 0 fails at once"`
+	UpstreamKeepAlive        int           `env:"FCGISCOPE_UPSTREAM_KEEPALIVE" envDefault:"0" help:"idle php-fpm connections kept open for the next bodyless GET, HEAD or OPTIONS, as nginx's keepalive; each holds a worker, so keep it below pm.max_children. 0 opens a connection per request"`
+	UpstreamKeepAliveTimeout time.Duration `env:"FCGISCOPE_UPSTREAM_KEEPALIVE_TIMEOUT" envDefault:"1s" help:"close a kept php-fpm connection idle for this long; must stay below request_terminate_timeout and request_slowlog_timeout"`
+	MaxHeaderBytes           int           `env:"FCGISCOPE_MAX_HEADER_BYTES" envDefault:"65536" help:"largest CGI header block accepted from php-fpm; longer headers fail the request with upstream_protocol_error"`
+	IdleTimeout              time.Duration `env:"FCGISCOPE_IDLE_TIMEOUT" envDefault:"120s" help:"close a web server connection that starts no request, or stalls in a request body, for this long; 0 turns it off"`
+	ParamsTimeout            time.Duration `env:"FCGISCOPE_PARAMS_TIMEOUT" envDefault:"30s" help:"how long the web server may take to send a request head (PARAMS); 0 turns it off"`
+	MaxClientConns           int           `env:"FCGISCOPE_MAX_CLIENT_CONNS" envDefault:"10000" help:"open web server connections at most; more wait in the listen queue. 0 means no limit"`
+	MaxParamsBytes           int           `env:"FCGISCOPE_MAX_PARAMS_BYTES" envDefault:"1048576" help:"largest FastCGI PARAMS stream accepted from the web server"`
+	ErrorDetail              string        `env:"FCGISCOPE_ERROR_DETAIL" envDefault:"local" help:"what error pages show: full, local (full for loopback and private client addresses, minimal otherwise) or minimal"`
+	ServerTiming             bool          `env:"FCGISCOPE_SERVER_TIMING" envDefault:"false" help:"add a Server-Timing header with connect and wait times to every response"`
+	FPMConfig                string        `env:"FCGISCOPE_FPM_CONFIG" help:"php-fpm.conf or pool file to read timeouts and limits from; empty looks in the usual places"`
+	FPMLog                   string        `env:"FCGISCOPE_FPM_LOG" help:"php-fpm error log to read when a worker dies; empty takes error_log from the php-fpm configuration"`
+	FPMStatusPath            string        `env:"FCGISCOPE_FPM_STATUS_PATH" help:"php-fpm's pm.status_path to poll; empty takes it from the pool configuration, - turns polling off"`
+	FPMStatusInterval        time.Duration `env:"FCGISCOPE_FPM_STATUS_INTERVAL" envDefault:"2s" help:"how often to poll php-fpm's status page"`
+	AdminListen              string        `env:"FCGISCOPE_ADMIN_LISTEN" envDefault:"127.0.0.1:9180" help:"host:port of the admin HTTP endpoint: /metrics, /healthz, /readyz, the API and the dashboard; empty turns it off"`
+	AdminToken               string        `env:"FCGISCOPE_ADMIN_TOKEN" help:"bearer token the admin endpoint requires for everything but /healthz and /readyz; empty requires none"`
+	AdminPprof               bool          `env:"FCGISCOPE_ADMIN_PPROF" envDefault:"false" help:"serve Go's profiler under /debug/pprof/ on the admin endpoint"`
+	RecentRequests           int           `env:"FCGISCOPE_RECENT_REQUESTS" envDefault:"1000" help:"how many recent requests the admin endpoint keeps for its API and dashboard"`
+	ShutdownTimeout          time.Duration `env:"FCGISCOPE_SHUTDOWN_TIMEOUT" envDefault:"30s" help:"how long requests in flight may take to finish on SIGTERM"`
+	LogFormat                string        `env:"FCGISCOPE_LOG_FORMAT" envDefault:"json" help:"log format: json or console"`
+	LogLevel                 string        `env:"FCGISCOPE_LOG_LEVEL" envDefault:"info" help:"log level: debug, info, warn or error"`
 
 	// Parsed forms, filled in by validate.
 	listenAddr   fcgi.Addr

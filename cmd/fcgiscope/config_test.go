@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fcgiscope/fcgiscope/diagnostics/fpm"
 )
 
 func TestConfigFlagsOverrideEnvironmentAndDefaultsApply(t *testing.T) {
@@ -110,5 +112,35 @@ func TestAnEmptyVariableMeansEmptyNotTheDefault(t *testing.T) {
 	loadConfig(&cfg, "serve", nil, nil, io.Discard)
 	if cfg.AdminListen != "127.0.0.1:9180" {
 		t.Errorf("unset gave %q, want the default", cfg.AdminListen)
+	}
+}
+
+func TestKeptConnectionsThatThePoolWouldPunishAreRefused(t *testing.T) {
+	pool := &fpm.Pool{
+		Name: "www", MaxChildren: 4, RequestTerminateTimeout: 30 * time.Second, RequestSlowlogTimeout: 2 * time.Second,
+		Settings: map[string]fpm.Setting{"request_slowlog_timeout": {File: "/etc/php/8.2/fpm/pool.d/www.conf", Line: 12}},
+	}
+	tests := []struct {
+		keep    int
+		timeout time.Duration
+		want    []string
+	}{
+		{3, time.Second, nil},
+		{4, time.Second, []string{"FCGISCOPE_UPSTREAM_KEEPALIVE", "pm.max_children = 4", "3 or less"}},
+		{2, 2 * time.Second, []string{"FCGISCOPE_UPSTREAM_KEEPALIVE_TIMEOUT", "request_slowlog_timeout = 2s (/etc/php/8.2/fpm/pool.d/www.conf:12)", "1s or less"}},
+		{0, time.Minute, nil}, // off: nothing to check
+	}
+	for _, tt := range tests {
+		cfg := serveConfig{UpstreamKeepAlive: tt.keep, UpstreamKeepAliveTimeout: tt.timeout}
+		err := checkKeepAlive(&cfg, pool)
+		if (err == nil) != (tt.want == nil) {
+			t.Errorf("keepalive %d timeout %v: error %v", tt.keep, tt.timeout, err)
+			continue
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("error %q does not mention %q", err, w)
+			}
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -64,6 +65,10 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		go slow.Run(ctx)
 		classifier.Slowlog = slow
 	}
+	if err := checkKeepAlive(&cfg, pool); err != nil {
+		fmt.Fprintf(stderr, "fcgiscope: invalid configuration:\n%v\n", err)
+		return exitUsage
+	}
 	maxConns := cfg.MaxConns
 	if maxConns == 0 && pool != nil && pool.MaxChildren > 0 {
 		maxConns = pool.MaxChildren
@@ -101,9 +106,12 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		ParamsTimeout:  cfg.ParamsTimeout,
 		MaxClientConns: cfg.MaxClientConns,
 		ServerTiming:   cfg.ServerTiming,
-		Responder:      &diagnostics.Responder{Classifier: classifier, Detail: cfg.errorDetail},
-		Observer:       observer,
-		Log:            log,
+
+		UpstreamKeepAlive:        cfg.UpstreamKeepAlive,
+		UpstreamKeepAliveTimeout: cfg.UpstreamKeepAliveTimeout,
+		Responder:                &diagnostics.Responder{Classifier: classifier, Detail: cfg.errorDetail},
+		Observer:                 observer,
+		Log:                      log,
 	}
 	ln, err := inheritedListener(environ)
 	if err != nil {
@@ -206,6 +214,46 @@ func loadFPM(cfg *serveConfig, log zerolog.Logger) (*fpm.Pool, *fpm.Follower) {
 	log.Info().Str("config", conf.Path).Str("pool", pool.Name).Dur("request_terminate_timeout", pool.RequestTerminateTimeout).
 		Int("pm.max_children", pool.MaxChildren).Msg("read the php-fpm pool configuration")
 	return pool, tail
+}
+
+// checkKeepAlive refuses kept upstream connections that the pool would
+// punish: php-fpm counts a worker waiting on a kept connection as busy, so
+// it must not hold every worker, nor idle long enough for php-fpm to log it
+// as slow or kill it as timed out.
+func checkKeepAlive(cfg *serveConfig, pool *fpm.Pool) error {
+	if cfg.UpstreamKeepAlive == 0 || pool == nil {
+		return nil
+	}
+	at := func(key string) string {
+		if s, ok := pool.Settings[key]; ok && s.File != "" {
+			return fmt.Sprintf(" (%s:%d)", s.File, s.Line)
+		}
+		return ""
+	}
+	var errs []error
+	if pool.MaxChildren > 0 && cfg.UpstreamKeepAlive >= pool.MaxChildren {
+		errs = append(errs, &configError{"FCGISCOPE_UPSTREAM_KEEPALIVE", strconv.Itoa(cfg.UpstreamKeepAlive),
+			fmt.Sprintf("idle kept connections would hold all of pool %s's pm.max_children = %d workers%s, leaving none for its status page and other clients; set it to %d or less",
+				pool.Name, pool.MaxChildren, at("pm.max_children"), pool.MaxChildren-1)})
+	}
+	timeout := cfg.UpstreamKeepAliveTimeout
+	if timeout == 0 {
+		timeout = proxy.DefaultUpstreamKeepAliveTimeout
+	}
+	for _, limit := range []struct {
+		key, consequence string
+		d                time.Duration
+	}{
+		{"request_terminate_timeout", "kill the idle worker and log it as timed out", pool.RequestTerminateTimeout},
+		{"request_slowlog_timeout", "log the idle worker as a slow request", pool.RequestSlowlogTimeout},
+	} {
+		if limit.d > 0 && timeout >= limit.d {
+			errs = append(errs, &configError{"FCGISCOPE_UPSTREAM_KEEPALIVE_TIMEOUT", timeout.String(),
+				fmt.Sprintf("not below pool %s's %s = %s%s: php-fpm would %s; set it to %s or less",
+					pool.Name, limit.key, limit.d, at(limit.key), limit.consequence, limit.d/2)})
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // errorLog returns php-fpm's error log: the one named in FCGISCOPE_FPM_LOG,

@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// DefaultUpstreamKeepAliveTimeout is how long an idle kept-alive upstream
+// connection stays open when Server.UpstreamKeepAliveTimeout is 0.
+const DefaultUpstreamKeepAliveTimeout = time.Second
+
+// idlePool keeps idle upstream connections for reuse, newest first: the
+// newest is the likeliest to be alive, and the oldest ones then time out,
+// releasing the php-fpm workers they hold. Its zero value keeps nothing.
+type idlePool struct {
+	max     int
+	timeout time.Duration
+
+	mu     sync.Mutex
+	conns  []idleConn // oldest first
+	timer  *time.Timer
+	closed bool
+}
+
+type idleConn struct {
+	nc    net.Conn
+	since time.Time
+}
+
+// get returns an idle connection that is still open, or nil.
+func (p *idlePool) get() net.Conn {
+	for {
+		p.mu.Lock()
+		n := len(p.conns)
+		if n == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		ic := p.conns[n-1]
+		p.conns[n-1] = idleConn{}
+		p.conns = p.conns[:n-1]
+		p.mu.Unlock()
+		if time.Since(ic.since) < p.timeout && !peerClosed(ic.nc) {
+			return ic.nc
+		}
+		ic.nc.Close()
+	}
+}
+
+// put keeps nc for a later request and reports whether it did; when the pool
+// is full or closed the caller closes nc.
+func (p *idlePool) put(nc net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.conns) >= p.max {
+		return false
+	}
+	p.conns = append(p.conns, idleConn{nc: nc, since: time.Now()})
+	if p.timer == nil {
+		p.timer = time.AfterFunc(p.timeout, p.expire)
+	} else if len(p.conns) == 1 {
+		p.timer.Reset(p.timeout)
+	}
+	return true
+}
+
+// expire closes the connections idle for the timeout and sets the timer for
+// the next one to come due.
+func (p *idlePool) expire() {
+	p.mu.Lock()
+	now := time.Now()
+	var stale []net.Conn
+	for len(p.conns) > 0 && now.Sub(p.conns[0].since) >= p.timeout {
+		stale = append(stale, p.conns[0].nc)
+		p.conns[0] = idleConn{}
+		p.conns = p.conns[1:]
+	}
+	if len(p.conns) > 0 && !p.closed {
+		p.timer.Reset(p.conns[0].since.Add(p.timeout).Sub(now))
+	}
+	p.mu.Unlock()
+	for _, nc := range stale {
+		nc.Close()
+	}
+}
+
+// close closes every idle connection and keeps no more.
+func (p *idlePool) close() {
+	p.mu.Lock()
+	p.closed = true
+	conns := p.conns
+	p.conns = nil
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.mu.Unlock()
+	for _, ic := range conns {
+		ic.nc.Close()
+	}
+}
+
+// peerClosed reports whether an idle connection can no longer carry a
+// request: php-fpm closed it (its worker reached pm.max_requests, was
+// reloaded or killed) or, against the protocol, sent something unasked. It
+// peeks without blocking, so nothing is consumed.
+func peerClosed(nc net.Conn) bool {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	closed := false
+	var buf [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		// Nothing to read (EAGAIN) is the one healthy answer: EOF, data
+		// and errors all end the connection's use.
+		_, _, rerr := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		closed = !errors.Is(rerr, syscall.EAGAIN)
+		return true
+	})
+	return closed || err != nil
+}

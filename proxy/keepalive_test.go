@@ -1,0 +1,168 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fcgiscope/fcgiscope/fcgi"
+)
+
+// keptUpstream behaves as php-fpm does towards kept connections: it serves
+// requests on a connection for as long as each asks to keep it, and a worker
+// that has served maxRequests ends. Ending, it waits for the next request to
+// arrive before closing, the worst moment php-fpm can choose.
+type keptUpstream struct {
+	maxRequests int
+
+	accepted atomic.Int32
+	closed   chan struct{} // a value when the relay closed a connection
+	mu       sync.Mutex
+	keepSeen map[string]bool // REQUEST_METHOD -> the keep flag it came with
+}
+
+func newKeptUpstream(maxRequests int) *keptUpstream {
+	return &keptUpstream{maxRequests: maxRequests, closed: make(chan struct{}, 100), keepSeen: map[string]bool{}}
+}
+
+func (u *keptUpstream) serve(t testing.TB, conn net.Conn) {
+	u.accepted.Add(1)
+	r := fcgi.NewReader(conn)
+	w := fcgi.NewWriter(conn)
+	for served := 0; ; served++ {
+		if u.maxRequests > 0 && served == u.maxRequests {
+			var head [8]byte
+			conn.Read(head[:])
+			return
+		}
+		h, err := r.Next()
+		if err != nil {
+			u.closed <- struct{}{}
+			return
+		}
+		begin, err := fcgi.ParseBeginRequest(r.Content())
+		if h.Type != fcgi.TypeBeginRequest || err != nil {
+			t.Errorf("kept upstream: got %s first", h.Type)
+			return
+		}
+		id, params, body, err := readRequest(r)
+		if err != nil {
+			return
+		}
+		u.mu.Lock()
+		u.keepSeen[params["REQUEST_METHOD"]] = begin.KeepConn()
+		u.mu.Unlock()
+		w.WriteStream(fcgi.TypeStdout, id, []byte("Content-Type: text/plain\r\n\r\n"+params["ECHO"]+" "+string(body)))
+		w.EndStream(fcgi.TypeStdout, id)
+		w.WriteEndRequest(id, fcgi.EndRequest{})
+		w.Flush()
+		if !begin.KeepConn() {
+			return
+		}
+	}
+}
+
+func get(t *testing.T, addr fcgi.Addr, echo string) {
+	t.Helper()
+	resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq("REQUEST_METHOD", "GET", "CONTENT_LENGTH", "", "ECHO", echo))
+	if err != nil {
+		t.Fatalf("GET %s: %v", echo, err)
+	}
+	if !strings.HasSuffix(string(resp.Stdout), "\r\n\r\n"+echo+" ") {
+		t.Fatalf("GET %s: stdout %q", echo, resp.Stdout)
+	}
+}
+
+func TestKeptUpstreamConnectionIsReusedByLaterRequests(t *testing.T) {
+	up := newKeptUpstream(0)
+	obs := newTraces()
+	addr := startProxy(t, &Server{Upstream: fakeUpstream(t, up.serve), Observer: obs, UpstreamKeepAlive: 2})
+	for i := range 20 {
+		get(t, addr, "r"+string(rune('a'+i)))
+		tr := obs.next(t)
+		if tr.UpstreamReused != (i > 0) || tr.Err != nil {
+			t.Errorf("request %d: reused %v err %v; want only the first to connect", i, tr.UpstreamReused, tr.Err)
+		}
+	}
+	if n := up.accepted.Load(); n != 1 {
+		t.Errorf("upstream accepted %d connections for 20 sequential requests, want 1", n)
+	}
+	if !up.keepSeen["GET"] {
+		t.Error("the GET did not ask the upstream to keep the connection")
+	}
+
+	// A request with a body gets a connection of its own, so that it can
+	// never meet a kept connection closing under it.
+	req := newReq("REQUEST_METHOD", "POST", "CONTENT_LENGTH", "4", "ECHO", "post")
+	req.Stdin = strings.NewReader("body")
+	resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), req)
+	if err != nil || !bytes.HasSuffix(resp.Stdout, []byte("post body")) {
+		t.Fatalf("POST: %v %q", err, resp.Stdout)
+	}
+	if tr := obs.next(t); tr.UpstreamReused || up.keepSeen["POST"] {
+		t.Errorf("POST reused %v, asked to keep %v; want a new connection closed after it", tr.UpstreamReused, up.keepSeen["POST"])
+	}
+}
+
+func TestKeptConnectionClosingAsARequestArrivesIsResent(t *testing.T) {
+	up := newKeptUpstream(3) // pm.max_requests = 3
+	obs := newTraces()
+	addr := startProxy(t, &Server{Upstream: fakeUpstream(t, up.serve), Observer: obs, UpstreamKeepAlive: 1})
+	resent := 0
+	for i := range 30 {
+		get(t, addr, "n")
+		tr := obs.next(t)
+		if tr.Err != nil {
+			t.Fatalf("request %d failed: %v", i, tr.Err)
+		}
+		resent += tr.Resent
+	}
+	if resent == 0 {
+		t.Error("no request was sent again, yet every third kept connection closed under one")
+	}
+}
+
+func TestIdleKeptConnectionsAreClosedAfterTheTimeout(t *testing.T) {
+	up := newKeptUpstream(0)
+	srv := &Server{Upstream: fakeUpstream(t, up.serve), UpstreamKeepAlive: 4, UpstreamKeepAliveTimeout: 50 * time.Millisecond}
+	addr := startProxy(t, srv)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { get(t, addr, "c") })
+	}
+	wg.Wait()
+	n := int(up.accepted.Load())
+	for i := range n {
+		select {
+		case <-up.closed:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of %d idle kept connections were still open 5s after a 50ms keep-alive timeout", n-i, n)
+		}
+	}
+}
+
+func TestKeptConnectionsBeyondTheLimitAreClosed(t *testing.T) {
+	var p idlePool
+	p.max, p.timeout = 1, time.Minute
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if !p.put(a) || p.put(b) {
+		t.Fatal("a pool of 1 must keep the first connection and refuse the second")
+	}
+	if got := p.get(); got != a {
+		t.Fatalf("get = %v, want the kept connection", got)
+	}
+	if p.get() != nil {
+		t.Fatal("an empty pool returned a connection")
+	}
+	p.close()
+	if p.put(a) {
+		t.Error("a closed pool kept a connection")
+	}
+}
