@@ -50,6 +50,7 @@ func run(args []string) int {
 	}
 	switch cmd {
 	case "serve":
+		leaveCPUsToPHP()
 		ctx, stop := signalContext()
 		defer stop()
 		return serve(ctx, args, os.Environ(), os.Stdout, os.Stderr)

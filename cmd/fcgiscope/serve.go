@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -158,7 +159,8 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		defer func() { stopAdmin(); <-adminDone }()
 		log.Info().Str("admin", "http://"+adminLn.Addr().String()+"/").Bool("token", cfg.AdminToken != "").Msg("admin endpoint: dashboard at /, /metrics, /healthz, /readyz")
 	}
-	log.Info().Str("listen", listenDesc).Str("upstream", cfg.upstreamAddr.String()).Str("version", version).Msg("fcgiscope is relaying")
+	log.Info().Str("listen", listenDesc).Str("upstream", cfg.upstreamAddr.String()).Str("version", version).
+		Int("gomaxprocs", runtime.GOMAXPROCS(0)).Msg("fcgiscope is relaying")
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
