@@ -22,15 +22,19 @@ func TestFastCGILoadRatios(t *testing.T) {
 	}
 	root := testbed.PHPRoot(t)
 	fpm := testbed.StartFPM(t, testbed.FPMConfig{MaxChildren: 4})
-	sock := filepath.Join(testbed.ShortTempDir(t), "fcgiscope.sock")
+	dir := testbed.ShortTempDir(t)
+	sock, kaSock := filepath.Join(dir, "fcgiscope.sock"), filepath.Join(dir, "keepalive.sock")
 	testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN=unix:"+sock, "FCGISCOPE_UPSTREAM="+fpm.Addr,
 		"FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath, "FCGISCOPE_LOG_LEVEL=warn")
+	testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN=unix:"+kaSock, "FCGISCOPE_UPSTREAM="+fpm.Addr,
+		"FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath, "FCGISCOPE_LOG_LEVEL=warn", "FCGISCOPE_UPSTREAM_KEEPALIVE=3")
 	targets := []struct {
 		name string
 		addr fcgi.Addr
 	}{
 		{"direct", fcgi.Addr{Network: fpm.Network, Address: fpm.Address}},
 		{"fcgiscope", fcgi.Addr{Network: "unix", Address: sock}},
+		{"fcgiscope+keepalive", fcgi.Addr{Network: "unix", Address: kaSock}},
 	}
 	rps := map[string][]float64{}
 	p99 := map[string][]float64{}
@@ -48,14 +52,14 @@ func TestFastCGILoadRatios(t *testing.T) {
 			}
 			rps[tg.name] = append(rps[tg.name], res.Throughput())
 			p99[tg.name] = append(p99[tg.name], float64(res.Percentile(99).Microseconds())/1000)
-			t.Logf("round %d %-10s %8.0f req/s p99 %.2f ms", round, tg.name, res.Throughput(), p99[tg.name][len(p99[tg.name])-1])
+			t.Logf("round %d %-20s %8.0f req/s p99 %.2f ms", round, tg.name, res.Throughput(), p99[tg.name][len(p99[tg.name])-1])
 		}
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "FastCGI straight to php-fpm vs through fcgiscope, hello.php, -c%d, %s, median of %d alternating rounds\n", conns, duration, rounds)
-	fmt.Fprintf(&b, "%-12s %10s %8s %9s %8s\n", "target", "req/s", "±%", "p99 ms", "ratio")
+	fmt.Fprintf(&b, "%-20s %10s %8s %9s %8s\n", "target", "req/s", "±%", "p99 ms", "ratio")
 	for _, tg := range targets {
-		fmt.Fprintf(&b, "%-12s %10.0f %7.1f%% %9.3f %7.2fx\n", tg.name, median(rps[tg.name]), spread(rps[tg.name]), median(p99[tg.name]), median(rps[tg.name])/median(rps["direct"]))
+		fmt.Fprintf(&b, "%-20s %10.0f %7.1f%% %9.3f %7.2fx\n", tg.name, median(rps[tg.name]), spread(rps[tg.name]), median(p99[tg.name]), median(rps[tg.name])/median(rps["direct"]))
 	}
 	fmt.Print(b.String())
 	writeResults(t, "fastcgi", map[string]any{"rps": rps, "p99_ms": p99}, b.String())

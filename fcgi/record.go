@@ -163,8 +163,9 @@ func (r *Reader) Reset(src io.Reader) {
 // Writer writes records to a byte stream through a buffer. Nothing reaches
 // the stream before Flush, or before the buffer fills.
 type Writer struct {
-	bw  *bufio.Writer
-	hdr [HeaderLen]byte
+	bw   *bufio.Writer
+	hdr  [HeaderLen]byte
+	body [8]byte // BEGIN_REQUEST and END_REQUEST bodies, kept off the heap
 }
 
 // NewWriter returns a Writer that writes to w.
@@ -244,16 +245,14 @@ func (w *Writer) WriteRaw(b []byte) error {
 
 // WriteBeginRequest writes a BEGIN_REQUEST record.
 func (w *Writer) WriteBeginRequest(id uint16, b BeginRequest) error {
-	var body [8]byte
-	b.put(body[:])
-	return w.WriteRecord(TypeBeginRequest, id, body[:])
+	b.put(w.body[:])
+	return w.WriteRecord(TypeBeginRequest, id, w.body[:])
 }
 
 // WriteEndRequest writes an END_REQUEST record.
 func (w *Writer) WriteEndRequest(id uint16, e EndRequest) error {
-	var body [8]byte
-	e.put(body[:])
-	return w.WriteRecord(TypeEndRequest, id, body[:])
+	e.put(w.body[:])
+	return w.WriteRecord(TypeEndRequest, id, w.body[:])
 }
 
 // Flush writes any buffered records to the stream.

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-
 	"net"
 	"testing"
 
@@ -62,35 +61,43 @@ func nginxRequest() []byte {
 }
 
 // BenchmarkRelayRequest measures one small request through the relay over
-// unix sockets, on a kept-alive downstream connection, with a fresh
-// upstream connection per request as fcgiscope makes them. The upstream and
-// the client share the process, so the absolute time includes theirs;
-// allocs/op is the relay's (plus a few of the client's).
+// unix sockets, on a kept-alive downstream connection, with a new upstream
+// connection per request (as by default) and with a kept one
+// (UpstreamKeepAlive). The upstream and the client share the process, so the
+// absolute time includes theirs; with the kept upstream connection, whose
+// fake upstream allocates nothing per request, allocs/op is the relay's.
 func BenchmarkRelayRequest(b *testing.B) {
-	srv := &Server{Upstream: fakeUpstream(b, helloUpstream), HoldBytes: 65536}
-	addr := startProxyB(b, srv)
-	conn, err := net.Dial(addr.Network, addr.Address)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	req := nginxRequest()
-	r := fcgi.NewReader(conn)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		if _, err := conn.Write(req); err != nil {
-			b.Fatal(err)
-		}
-		for {
-			h, err := r.Next()
+	for _, bc := range []struct {
+		name string
+		keep int
+	}{{"new-upstream-conn", 0}, {"kept-upstream-conn", 1}} {
+		b.Run(bc.name, func(b *testing.B) {
+			srv := &Server{Upstream: fakeUpstream(b, helloUpstream), HoldBytes: 65536, UpstreamKeepAlive: bc.keep}
+			addr := startProxyB(b, srv)
+			conn, err := net.Dial(addr.Network, addr.Address)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if h.Type == fcgi.TypeEndRequest {
-				break
+			defer conn.Close()
+			req := nginxRequest()
+			r := fcgi.NewReader(conn)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := conn.Write(req); err != nil {
+					b.Fatal(err)
+				}
+				for {
+					h, err := r.Next()
+					if err != nil {
+						b.Fatal(err)
+					}
+					if h.Type == fcgi.TypeEndRequest {
+						break
+					}
+				}
 			}
-		}
+		})
 	}
 }
 

@@ -104,7 +104,7 @@ func (s *headerScanner) parse(head []byte) {
 		case asciiEqualFold(name, "Location"):
 			sawLocation = len(value) > 0
 		case asciiEqualFold(name, "Content-Type"):
-			s.ctype = string(value)
+			s.ctype = internContentType(value)
 			if len(value) >= len("text/event-stream") && asciiEqualFold(value[:len("text/event-stream")], "text/event-stream") {
 				s.streaming = true
 			}
@@ -114,6 +114,22 @@ func (s *headerScanner) parse(head []byte) {
 			}
 		}
 	}
+}
+
+// internContentType returns value as a string, without allocating for the
+// types PHP sends most.
+func internContentType(value []byte) string {
+	switch string(value) {
+	case "text/html; charset=UTF-8":
+		return "text/html; charset=UTF-8"
+	case "application/json":
+		return "application/json"
+	case "text/html":
+		return "text/html"
+	case "text/plain; charset=UTF-8":
+		return "text/plain; charset=UTF-8"
+	}
+	return string(value)
 }
 
 func asciiEqualFold(b []byte, s string) bool {

@@ -38,6 +38,7 @@ type conn struct {
 	w   *fcgi.Writer
 
 	params fcgi.ParamsBuffer
+	arena  []byte   // noteParams' scratch space
 	req    *request // the latest request, possibly finished
 }
 
@@ -281,33 +282,50 @@ func (c *conn) handleParams(q *request) error {
 	return nil
 }
 
-// noteParams copies the params the Trace keeps.
+// noteParams copies the params the Trace keeps. They are gathered into one
+// string, so that keeping them costs a request one allocation.
 func (c *conn) noteParams(q *request) error {
 	t := &q.trace
+	type span struct {
+		dst        *string
+		start, end int
+	}
+	var spanArray [10]span
+	spans := spanArray[:0]
+	arena := c.arena[:0]
 	var xrid string
+	keep := func(dst *string, value []byte) {
+		spans = append(spans, span{dst, len(arena), len(arena) + len(value)})
+		arena = append(arena, value...)
+	}
 	err := c.params.ForEach(func(name, value []byte) bool {
 		switch string(name) {
 		case "REQUEST_METHOD":
-			t.Method = string(value)
+			keep(&t.Method, value)
 		case "REQUEST_URI":
-			t.URI = string(value)
+			keep(&t.URI, value)
 		case "SCRIPT_FILENAME":
-			t.Script = string(value)
+			keep(&t.Script, value)
 		case "REMOTE_ADDR":
-			t.RemoteAddr = string(value)
+			keep(&t.RemoteAddr, value)
 		case "HTTP_ACCEPT":
-			t.Accept = string(value)
+			keep(&t.Accept, value)
 		case "HTTP_HOST":
-			t.Host = string(value)
+			keep(&t.Host, value)
 		case "REQUEST_ID":
-			t.RequestID = string(value)
+			keep(&t.RequestID, value)
 		case "HTTP_X_REQUEST_ID":
-			xrid = string(value)
+			keep(&xrid, value)
 		case "CONTENT_LENGTH":
 			q.bodyless = len(value) == 0 || string(value) == "0"
 		}
 		return true
 	})
+	all := string(arena)
+	for _, sp := range spans {
+		*sp.dst = all[sp.start:sp.end]
+	}
+	c.arena = arena
 	if t.RequestID == "" {
 		t.RequestID = xrid
 	}
@@ -349,6 +367,7 @@ func (c *conn) startUpstream(q *request) {
 	if up != nil {
 		t.UpstreamReused = true
 	} else {
+		srv.idle.shed()
 		var attempts int
 		var err error
 		up, attempts, err = srv.dialRetrying(deadline)
@@ -356,6 +375,9 @@ func (c *conn) startUpstream(q *request) {
 		if err != nil {
 			q.failEarly(err)
 			return
+		}
+		if keepUp {
+			up = newKeptConn(up)
 		}
 	}
 	t.DialEnd = time.Now()

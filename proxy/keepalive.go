@@ -50,6 +50,23 @@ func (p *idlePool) get() net.Conn {
 	}
 }
 
+// shed closes the connection idle longest, if any. Each idle connection
+// holds a php-fpm worker, so a request that needs a new connection first
+// frees one: with MaxConns at pm.max_children, the connections open never
+// outnumber the workers.
+func (p *idlePool) shed() {
+	p.mu.Lock()
+	if len(p.conns) == 0 {
+		p.mu.Unlock()
+		return
+	}
+	nc := p.conns[0].nc
+	p.conns[0] = idleConn{}
+	p.conns = p.conns[1:]
+	p.mu.Unlock()
+	nc.Close()
+}
+
 // put keeps nc for a later request and reports whether it did; when the pool
 // is full or closed the caller closes nc.
 func (p *idlePool) put(nc net.Conn) bool {
@@ -102,27 +119,37 @@ func (p *idlePool) close() {
 	}
 }
 
+// keptConn is an upstream connection asked to stay open, with its file
+// descriptor at hand for the check before each reuse.
+type keptConn struct {
+	net.Conn
+	fd int // -1 when the connection has none, as with a custom Dial
+}
+
+func newKeptConn(nc net.Conn) *keptConn {
+	kc := &keptConn{Conn: nc, fd: -1}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { kc.fd = int(fd) })
+		}
+	}
+	return kc
+}
+
 // peerClosed reports whether an idle connection can no longer carry a
 // request: php-fpm closed it (its worker reached pm.max_requests, was
 // reloaded or killed) or, against the protocol, sent something unasked. It
-// peeks without blocking, so nothing is consumed.
+// peeks without blocking, so nothing is consumed. The descriptor is used
+// directly, which is safe because nobody else holds the connection while
+// it is taken out of the pool.
 func peerClosed(nc net.Conn) bool {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
+	kc, ok := nc.(*keptConn)
+	if !ok || kc.fd < 0 {
 		return false
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return true
-	}
-	closed := false
 	var buf [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		// Nothing to read (EAGAIN) is the one healthy answer: EOF, data
-		// and errors all end the connection's use.
-		_, _, rerr := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		closed = !errors.Is(rerr, syscall.EAGAIN)
-		return true
-	})
-	return closed || err != nil
+	_, _, err := syscall.Recvfrom(kc.fd, buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	// Nothing to read (EAGAIN) is the one healthy answer: EOF, data and
+	// errors all end the connection's use.
+	return !errors.Is(err, syscall.EAGAIN)
 }

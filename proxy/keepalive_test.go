@@ -166,3 +166,28 @@ func TestKeptConnectionsBeyondTheLimitAreClosed(t *testing.T) {
 		t.Error("a closed pool kept a connection")
 	}
 }
+
+func TestARequestNeedingANewConnectionFreesAKeptOne(t *testing.T) {
+	up := newKeptUpstream(0)
+	obs := newTraces()
+	addr := startProxy(t, &Server{Upstream: fakeUpstream(t, up.serve), Observer: obs, UpstreamKeepAlive: 2, UpstreamKeepAliveTimeout: time.Hour})
+	get(t, addr, "g")
+	obs.next(t)
+	select {
+	case <-up.closed:
+		t.Fatal("the kept connection closed before anything needed its worker")
+	case <-time.After(50 * time.Millisecond):
+	}
+	// The POST needs a connection of its own; the idle kept one holds a
+	// php-fpm worker the POST may need, so it goes.
+	req := newReq("REQUEST_METHOD", "POST", "CONTENT_LENGTH", "1", "ECHO", "p")
+	req.Stdin = strings.NewReader("x")
+	if _, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-up.closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the idle kept connection still holds its worker while a POST needed a new connection")
+	}
+}

@@ -495,7 +495,8 @@ type relay struct {
 	stdout  int64 // STDOUT content bytes read from the upstream
 
 	holding         bool
-	hold            []byte // raw records held back
+	hold            []byte  // raw records held back
+	holdBuf         *[]byte // hold's pooled buffer
 	heldStdout      int64
 	forwardedStdout int64 // STDOUT content bytes sent downstream
 }
@@ -510,7 +511,8 @@ func (r *relay) forward(raw []byte, flush bool) error {
 	}
 	if r.holding {
 		if r.hold == nil {
-			r.hold = holdPool.Get().([]byte)[:0]
+			r.holdBuf = holdPool.Get().(*[]byte)
+			r.hold = (*r.holdBuf)[:0]
 		}
 		r.hold = append(r.hold, raw...)
 		r.heldStdout += stdoutLen
@@ -540,13 +542,13 @@ func (r *relay) discardHold() {
 // does not keep large ones alive.
 func (r *relay) releaseHold() {
 	if r.hold != nil && cap(r.hold) <= 256<<10 {
-		//lint:ignore SA6002 the slice header allocation is small next to the buffer it saves
-		holdPool.Put(r.hold[:0])
+		*r.holdBuf = r.hold[:0]
+		holdPool.Put(r.holdBuf)
 	}
-	r.hold = nil
+	r.hold, r.holdBuf = nil, nil
 }
 
-var holdPool = sync.Pool{New: func() any { return make([]byte, 0, 4096) }}
+var holdPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 // downstreamFailed ends a request whose web server can no longer be written
 // to.
