@@ -34,7 +34,7 @@ type request struct {
 	// the body, and the connection is reusable only once both are done.
 	upRefs     atomic.Int32
 	upReusable atomic.Bool
-	respLetGo  bool          // the response side let go of the upstream; its goroutine only
+	respLetGo  bool          // the response side let go of the upstream (END_REQUEST read); its goroutine only
 	stdinEnded chan struct{} // closed when the request side ends, on kept connections only
 
 	mu    sync.Mutex // guards trace.BytesIn, trace.StdinDone and up
@@ -221,7 +221,7 @@ func (q *request) endResponse() {
 	case q.keepUp && !q.respLetGo:
 		q.respLetGo = true
 		q.letGoUpstream()
-	case !q.keepUp && q.up != nil:
+	case !q.keepUp && q.up != nil && !q.respLetGo:
 		q.up.Close()
 	}
 	if q.slot {
@@ -425,6 +425,7 @@ func (q *request) relayResponse() {
 // its peer to close before it takes another request.
 func (q *request) releaseUpstream(end fcgi.EndRequest, drained bool) {
 	if !q.keepUp {
+		q.respLetGo = true
 		q.up.Close()
 		return
 	}
