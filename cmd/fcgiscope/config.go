@@ -86,6 +86,31 @@ func configFields(cfg any) []reflect.StructField {
 	return fields
 }
 
+// configure reads and checks the settings of a command that takes no
+// arguments, such as serve and http. It reports any problem on stderr and
+// then returns false with the exit code; with -h it prints help after the
+// flags. noArgs tells a user who passed an argument where it belongs.
+func configure(cfg interface{ validate() error }, name string, args, environ []string, stderr io.Writer, help, noArgs string) (exit int, ok bool) {
+	rest, err := loadConfig(cfg, name, args, environ, stderr)
+	if err != nil {
+		if isHelp(err) {
+			fmt.Fprint(stderr, help)
+			return exitOK, false
+		}
+		fmt.Fprintf(stderr, "fcgiscope %s: invalid configuration:\n%v\n", name, err)
+		return exitUsage, false
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "fcgiscope %s: takes no arguments, got %q; %s\n", name, rest, noArgs)
+		return exitUsage, false
+	}
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintf(stderr, "fcgiscope %s: invalid configuration:\n%v\n", name, err)
+		return exitUsage, false
+	}
+	return exitOK, true
+}
+
 // loadConfig reads cfg from environ and then from args, which are flags
 // named after the variables. It returns the remaining arguments.
 func loadConfig(cfg any, name string, args []string, environ []string, usage io.Writer) ([]string, error) {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	stdlog "log"
 	"net"
@@ -111,22 +110,8 @@ func (c *httpConfig) validate() error {
 // httpMain runs `fcgiscope http` until ctx ends.
 func httpMain(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) int {
 	var cfg httpConfig
-	rest, err := loadConfig(&cfg, "http", args, environ, stderr)
-	if err != nil {
-		if isHelp(err) {
-			fmt.Fprint(stderr, "\n"+httpUsage)
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "fcgiscope http: invalid configuration:\n%v\n", err)
-		return exitUsage
-	}
-	if len(rest) > 0 {
-		fmt.Fprintf(stderr, "fcgiscope http: takes no arguments, got %q; the document root is --root\n", rest)
-		return exitUsage
-	}
-	if err := cfg.validate(); err != nil {
-		fmt.Fprintf(stderr, "fcgiscope http: invalid configuration:\n%v\n", err)
-		return exitUsage
+	if exit, ok := configure(&cfg, "http", args, environ, stderr, "\n"+httpUsage, "the document root is --root"); !ok {
+		return exit
 	}
 	log := newLogger(cfg.LogFormat, cfg.logLevel, stdout)
 

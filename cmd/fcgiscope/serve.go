@@ -23,21 +23,8 @@ import (
 // serve runs the sidecar until ctx ends, then drains.
 func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
 	var cfg serveConfig
-	rest, err := loadConfig(&cfg, "serve", args, environ, stderr)
-	if err != nil {
-		if isHelp(err) {
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "fcgiscope: invalid configuration:\n%v\n", err)
-		return exitUsage
-	}
-	if len(rest) > 0 {
-		fmt.Fprintf(stderr, "fcgiscope: serve takes no arguments, got %q; settings are flags such as --upstream\n", rest)
-		return exitUsage
-	}
-	if err := cfg.validate(); err != nil {
-		fmt.Fprintf(stderr, "fcgiscope: invalid configuration:\n%v\n", err)
-		return exitUsage
+	if exit, ok := configure(&cfg, "serve", args, environ, stderr, "", "settings are flags such as --upstream"); !ok {
+		return exit
 	}
 	log := newLogger(cfg.LogFormat, cfg.logLevel, stdout)
 
@@ -67,7 +54,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		classifier.Slowlog = slow
 	}
 	if err := checkKeepAlive(&cfg, pool); err != nil {
-		fmt.Fprintf(stderr, "fcgiscope: invalid configuration:\n%v\n", err)
+		fmt.Fprintf(stderr, "fcgiscope serve: invalid configuration:\n%v\n", err)
 		return exitUsage
 	}
 	maxConns := cfg.MaxConns
