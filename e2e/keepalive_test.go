@@ -24,30 +24,17 @@ func TestUpstreamKeepAliveWithRecyclingAndReloadingPHPFPM(t *testing.T) {
 		"FCGISCOPE_UPSTREAM_KEEPALIVE=3", "FCGISCOPE_UPSTREAM_KEEPALIVE_TIMEOUT=500ms")
 	ngx := testbed.StartNginx(t, testbed.NginxConfig{FastCGIPass: listen})
 
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	var sent int
-	var failed []string
-	go func() { sent, failed = steady(ngx.URL+"/hello.php", 4, stop); close(done) }()
+	load := startSteady(ngx.URL+"/hello.php", 4)
 	time.Sleep(time.Second)
 	if err := fpm.Signal(syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
-	close(stop)
-	<-done
+	sent, failed := load.Stop()
 	if len(failed) > 0 {
 		t.Errorf("%d of %d requests failed with kept connections to a recycling php-fpm, e.g. %v", len(failed), sent, failed[0])
 	}
-	reused, resent := 0, 0
-	for _, l := range strings.Split(p.Output(), "\n") {
-		if strings.Contains(l, `"upstream_reused":true`) {
-			reused++
-		}
-		if strings.Contains(l, `"resent"`) {
-			resent++
-		}
-	}
+	reused, resent := countLines(p.Output(), `"upstream_reused":true`), countLines(p.Output(), `"resent"`)
 	if reused < sent/2 {
 		t.Errorf("only %d of %d requests went on a kept connection", reused, sent)
 	}

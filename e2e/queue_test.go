@@ -88,6 +88,41 @@ func TestQueueTimeoutIsAnExplained503(t *testing.T) {
 	}
 }
 
+// steadyLoad is traffic running in the background.
+type steadyLoad struct {
+	stop   chan struct{}
+	done   chan struct{}
+	sent   int
+	failed []string
+}
+
+// startSteady sends sequential GETs of hello.php from several clients until
+// the load is stopped.
+func startSteady(url string, clients int) *steadyLoad {
+	l := &steadyLoad{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() { l.sent, l.failed = steady(url, clients, l.stop); close(l.done) }()
+	return l
+}
+
+// Stop ends the load and returns how many requests were sent and which
+// failed.
+func (l *steadyLoad) Stop() (sent int, failed []string) {
+	close(l.stop)
+	<-l.done
+	return l.sent, l.failed
+}
+
+// countLines counts the lines of out that contain s.
+func countLines(out, s string) int {
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, s) {
+			n++
+		}
+	}
+	return n
+}
+
 // steady sends sequential GETs from several clients until stop is closed
 // and returns how many were sent and which failed.
 func steady(url string, clients int, stop <-chan struct{}) (sent int, failed []string) {
@@ -133,12 +168,7 @@ func TestReloadAndRestartOfPHPFPMLoseNoRequest(t *testing.T) {
 		"FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath, "FCGISCOPE_QUEUE_TIMEOUT=10s")
 	ngx := testbed.StartNginx(t, testbed.NginxConfig{FastCGIPass: listen})
 
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	var sent int
-	var failed []string
-	go func() { sent, failed = steady(ngx.URL+"/hello.php", 4, stop); close(done) }()
-
+	load := startSteady(ngx.URL+"/hello.php", 4)
 	time.Sleep(300 * time.Millisecond)
 	for range 3 {
 		if err := fpm.Signal(syscall.SIGUSR2); err != nil {
@@ -152,19 +182,10 @@ func TestReloadAndRestartOfPHPFPMLoseNoRequest(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	fpm.Restart(t)
 	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	<-done
+	sent, failed := load.Stop()
 	if len(failed) > 0 {
 		t.Errorf("%d of %d requests failed across reloads and a restart, e.g. %v", len(failed), sent, failed[0])
 	}
-	retried, resent := 0, 0
-	for _, l := range strings.Split(p.Output(), "\n") {
-		if strings.Contains(l, `"dial_attempts"`) {
-			retried++
-		}
-		if strings.Contains(l, `"resent"`) {
-			resent++
-		}
-	}
+	retried, resent := countLines(p.Output(), `"dial_attempts"`), countLines(p.Output(), `"resent"`)
 	t.Logf("%d requests, all served; %d needed more than one connection attempt, %d were sent again after php-fpm closed them while reloading", sent, retried, resent)
 }
