@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/fcgitest"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
 )
 
@@ -68,45 +69,21 @@ func TestIdleKeptAliveConnectionsMemory(t *testing.T) {
 // fastUpstream is a FastCGI application that reads the whole body and then
 // answers with size bytes of body, as fast as the sockets allow.
 func fastUpstream(t *testing.T, size int64) string {
-	path := filepath.Join(testbed.ShortTempDir(t), "up.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := fcgi.NewReader(c)
-				var id uint16
-				for {
-					h, err := r.Next()
-					if err != nil {
-						return
-					}
-					id = h.RequestID
-					if h.Type == fcgi.TypeStdin && h.ContentLength == 0 {
-						break
-					}
-				}
-				w := fcgi.NewWriter(c)
-				w.WriteStream(fcgi.TypeStdout, id, []byte("Content-Type: application/octet-stream\r\n\r\n"))
-				chunk := make([]byte, fcgi.MaxWriteContent)
-				for left := size; left > 0; left -= int64(len(chunk)) {
-					w.WriteStream(fcgi.TypeStdout, id, chunk[:min(int64(len(chunk)), left)])
-				}
-				w.EndStream(fcgi.TypeStdout, id)
-				w.WriteEndRequest(id, fcgi.EndRequest{})
-				w.Flush()
-			}()
+	return fcgitest.Serve(t, func(c net.Conn) {
+		id, err := fcgitest.DiscardRequest(fcgi.NewReader(c))
+		if err != nil {
+			return
 		}
-	}()
-	return "unix:" + path
+		w := fcgi.NewWriter(c)
+		w.WriteStream(fcgi.TypeStdout, id, []byte("Content-Type: application/octet-stream\r\n\r\n"))
+		chunk := make([]byte, fcgi.MaxWriteContent)
+		for left := size; left > 0; left -= int64(len(chunk)) {
+			w.WriteStream(fcgi.TypeStdout, id, chunk[:min(int64(len(chunk)), left)])
+		}
+		w.EndStream(fcgi.TypeStdout, id)
+		w.WriteEndRequest(id, fcgi.EndRequest{})
+		w.Flush()
+	}).String()
 }
 
 // rawCopyRate measures io.Copy of size bytes between two unix sockets: the

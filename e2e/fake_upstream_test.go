@@ -3,13 +3,11 @@ package e2e
 import (
 	"bytes"
 	"net"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/fcgiscope/fcgiscope/fcgi"
-	"github.com/fcgiscope/fcgiscope/internal/testbed"
+	"github.com/fcgiscope/fcgiscope/internal/fcgitest"
 )
 
 // fakeFastCGI serves FastCGI on a unix socket: it reads each request whole
@@ -17,44 +15,15 @@ import (
 // cannot be made to show.
 func fakeFastCGI(t *testing.T, respond func(w *fcgi.Writer, id uint16)) string {
 	t.Helper()
-	path := filepath.Join(testbed.ShortTempDir(t), "fake.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				r := fcgi.NewReader(c)
-				var id uint16
-				for {
-					h, err := r.Next()
-					if err != nil {
-						return
-					}
-					id = h.RequestID
-					if h.Type == fcgi.TypeStdin && h.ContentLength == 0 {
-						break
-					}
-				}
-				w := fcgi.NewWriter(c)
-				respond(w, id)
-				w.Flush()
-			}()
+	return fcgitest.Serve(t, func(c net.Conn) {
+		id, err := fcgitest.DiscardRequest(fcgi.NewReader(c))
+		if err != nil {
+			return
 		}
-	}()
-	return "unix:" + path
+		w := fcgi.NewWriter(c)
+		respond(w, id)
+		w.Flush()
+	}).String()
 }
 
 func TestUpstreamsThatBreakTheProtocol(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/fcgitest"
 )
 
 // keptUpstream behaves as php-fpm does towards kept connections: it serves
@@ -50,7 +51,7 @@ func (u *keptUpstream) serve(t testing.TB, conn net.Conn) {
 			t.Errorf("kept upstream: got %s first", h.Type)
 			return
 		}
-		id, params, body, err := readRequest(r)
+		id, params, body, err := fcgitest.ReadRequest(r)
 		if err != nil {
 			return
 		}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/fcgitest"
 )
 
 // traces collects the Traces an Observer receives.
@@ -54,61 +55,7 @@ type upstreamFunc func(t testing.TB, conn net.Conn)
 // fakeUpstream starts a FastCGI application made of h on a unix socket.
 func fakeUpstream(t testing.TB, h upstreamFunc) fcgi.Addr {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "fsp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "up.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				h(t, c)
-			}()
-		}
-	}()
-	return fcgi.Addr{Network: "unix", Address: path}
-}
-
-// readRequest reads one request from an upstream connection and returns its
-// params and body.
-func readRequest(r *fcgi.Reader) (id uint16, params map[string]string, body []byte, err error) {
-	params = map[string]string{}
-	var pb fcgi.ParamsBuffer
-	for {
-		h, err := r.Next()
-		if err != nil {
-			return 0, nil, nil, err
-		}
-		id = h.RequestID
-		switch h.Type {
-		case fcgi.TypeParams:
-			if h.ContentLength == 0 {
-				pb.ForEach(func(n, v []byte) bool { params[string(n)] = string(v); return true })
-			}
-			pb.Append(r.Content())
-		case fcgi.TypeStdin:
-			if h.ContentLength == 0 {
-				return id, params, body, nil
-			}
-			body = append(body, r.Content()...)
-		}
-	}
+	return fcgitest.Serve(t, func(conn net.Conn) { h(t, conn) })
 }
 
 // echoUpstream answers every request with the sha256 of its body and the
@@ -116,7 +63,7 @@ func readRequest(r *fcgi.Reader) (id uint16, params map[string]string, body []by
 func echoUpstream(t testing.TB, conn net.Conn) {
 	r := fcgi.NewReader(conn)
 	w := fcgi.NewWriter(conn)
-	id, params, body, err := readRequest(r)
+	id, params, body, err := fcgitest.ReadRequest(r)
 	if err != nil {
 		return
 	}
@@ -311,7 +258,7 @@ func dyingUpstream(n int) upstreamFunc {
 	return func(t testing.TB, conn net.Conn) {
 		r := fcgi.NewReader(conn)
 		w := fcgi.NewWriter(conn)
-		id, _, _, err := readRequest(r)
+		id, _, _, err := fcgitest.ReadRequest(r)
 		if err != nil {
 			return
 		}
@@ -367,7 +314,7 @@ func TestClientAbortClosesTheUpstreamConnection(t *testing.T) {
 	upClosed := make(chan struct{})
 	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
 		r := fcgi.NewReader(conn)
-		readRequest(r)
+		fcgitest.ReadRequest(r)
 		// Wait for the relay to close its side.
 		io.Copy(io.Discard, conn)
 		close(upClosed)
@@ -398,7 +345,7 @@ func TestClientAbortClosesTheUpstreamConnection(t *testing.T) {
 func TestReadTimeoutFailsASilentUpstream(t *testing.T) {
 	obs := newTraces()
 	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
-		readRequest(fcgi.NewReader(conn))
+		fcgitest.ReadRequest(fcgi.NewReader(conn))
 		io.Copy(io.Discard, conn)
 	})
 	addr := startProxy(t, &Server{Upstream: up, Observer: obs, ReadTimeout: 100 * time.Millisecond})
@@ -527,7 +474,7 @@ func TestOversizedCGIHeadersFailWhileNothingWasSent(t *testing.T) {
 	obs := newTraces()
 	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
 		r := fcgi.NewReader(conn)
-		id, _, _, err := readRequest(r)
+		id, _, _, err := fcgitest.ReadRequest(r)
 		if err != nil {
 			return
 		}
