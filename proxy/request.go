@@ -224,9 +224,9 @@ func (q *request) endResponse() {
 	case !q.keepUp && q.up != nil && !q.respLetGo:
 		q.up.Close()
 	}
-	if q.slot {
-		q.slot = false
-		q.c.srv.slots.Release(1)
+	if !q.keepUp {
+		// A kept connection gives its slot back in letGoUpstream.
+		q.releaseSlot()
 	}
 
 	if q.keepConn && q.c.srv.IdleTimeout > 0 {
@@ -324,6 +324,9 @@ func (q *request) relayResponse() {
 	for {
 		if srv.ReadTimeout > 0 {
 			q.up.SetReadDeadline(time.Now().Add(srv.ReadTimeout))
+		}
+		if ur.Buffered() == 0 {
+			ackAtOnce(q.up)
 		}
 		h, err := ur.Next()
 		if err != nil {
@@ -434,13 +437,27 @@ func (q *request) releaseUpstream(end fcgi.EndRequest, drained bool) {
 	q.letGoUpstream()
 }
 
+// releaseSlot gives back the request's MaxConns slot, if it holds one.
+func (q *request) releaseSlot() {
+	if q.slot {
+		q.slot = false
+		q.c.srv.slots.Release(1)
+	}
+}
+
 // letGoUpstream is called by each side of a request on a kept connection
 // when it is done with the connection; the last one returns it to the idle
 // pool when it is still fit for another request, and closes it otherwise.
+// Only then does the request give back its MaxConns slot: a slot stands for
+// a php-fpm worker, and the worker is not free for a new connection while
+// this one holds it. A request let in earlier would find the pool empty,
+// connect, and wait in php-fpm's listen queue behind the worker that this
+// connection is about to keep waiting in the pool.
 func (q *request) letGoUpstream() {
 	if q.upRefs.Add(-1) != 0 {
 		return
 	}
+	defer q.releaseSlot()
 	q.mu.Lock()
 	up := q.up
 	// An abort that comes later must not close a connection that is the
