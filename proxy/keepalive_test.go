@@ -192,3 +192,74 @@ func TestARequestNeedingANewConnectionFreesAKeptOne(t *testing.T) {
 		t.Fatal("the idle kept connection still holds its worker while a POST needed a new connection")
 	}
 }
+
+// A slot stands for a php-fpm worker: while a kept connection is still on
+// its way back to the pool, a waiting request must not be let in to open
+// another connection, which would queue in php-fpm behind the worker the
+// kept one holds.
+func TestSlotComesBackWithTheKeptConnection(t *testing.T) {
+	var accepted atomic.Int32
+	// Like php-fpm for a GET, it answers once the params are in, without
+	// waiting for the end of the (empty) body.
+	upstream := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
+		accepted.Add(1)
+		r := fcgi.NewReader(conn)
+		w := fcgi.NewWriter(conn)
+		for {
+			h, err := r.Next()
+			if err != nil {
+				return
+			}
+			if h.Type != fcgi.TypeParams || h.ContentLength > 0 {
+				continue
+			}
+			w.WriteStream(fcgi.TypeStdout, h.RequestID, []byte("Content-Type: text/plain\r\n\r\nok"))
+			w.EndStream(fcgi.TypeStdout, h.RequestID)
+			w.WriteEndRequest(h.RequestID, fcgi.EndRequest{})
+			w.Flush()
+		}
+	})
+	addr := startProxy(t, &Server{Upstream: upstream, MaxConns: 1, QueueTimeout: 5 * time.Second, UpstreamKeepAlive: 1})
+
+	// The first request's head goes out; its response comes back whole
+	// while the end of its body has not been sent yet.
+	a, err := net.Dial(addr.Network, addr.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	aw := fcgi.NewWriter(a)
+	aw.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.RoleResponder, Flags: fcgi.FlagKeepConn})
+	aw.WriteStream(fcgi.TypeParams, 1, fcgi.AppendPair(fcgi.AppendPair(nil, "REQUEST_METHOD", "GET"), "CONTENT_LENGTH", ""))
+	aw.EndStream(fcgi.TypeParams, 1)
+	aw.Flush()
+	ar := fcgi.NewReader(a)
+	for {
+		h, err := ar.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Type == fcgi.TypeEndRequest {
+			break
+		}
+	}
+
+	second := make(chan error, 1)
+	go func() {
+		_, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq("REQUEST_METHOD", "GET", "CONTENT_LENGTH", ""))
+		second <- err
+	}()
+	select {
+	case err := <-second:
+		t.Fatalf("the second request ran (%v) while the first still held the only worker's connection", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	aw.EndStream(fcgi.TypeStdin, 1)
+	aw.Flush()
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Errorf("the upstream saw %d connections, want the one kept connection reused", n)
+	}
+}
