@@ -119,41 +119,53 @@ func (p *idlePool) close() {
 	}
 }
 
-// keptConn is an upstream connection asked to stay open, with its file
-// descriptor at hand for the check before each reuse.
+// keptConn is an upstream connection asked to stay open, with what the
+// checks before each reuse and each read need at hand, so that they
+// allocate nothing per request.
 type keptConn struct {
 	net.Conn
-	fd  int // -1 when the connection has none, as with a custom Dial
+	rc  syscall.RawConn // nil when the connection has no descriptor, as with a custom Dial
 	tcp bool
+
+	peekFn, quickAckFn func(fd uintptr)
+	peekErr            error
 }
 
 func newKeptConn(nc net.Conn) *keptConn {
 	_, tcp := nc.(*net.TCPConn)
-	kc := &keptConn{Conn: nc, fd: -1, tcp: tcp}
+	kc := &keptConn{Conn: nc, tcp: tcp}
 	if sc, ok := nc.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			rc.Control(func(fd uintptr) { kc.fd = int(fd) })
-		}
+		kc.rc, _ = sc.SyscallConn()
 	}
+	kc.peekFn = kc.peek
+	kc.quickAckFn = quickAck
 	return kc
+}
+
+func (kc *keptConn) peek(fd uintptr) {
+	var buf [1]byte
+	_, _, kc.peekErr = syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+}
+
+func quickAck(fd uintptr) {
+	syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1)
 }
 
 // peerClosed reports whether an idle connection can no longer carry a
 // request: php-fpm closed it (its worker reached pm.max_requests, was
 // reloaded or killed) or, against the protocol, sent something unasked. It
-// peeks without blocking, so nothing is consumed. The descriptor is used
-// directly, which is safe because nobody else holds the connection while
-// it is taken out of the pool.
+// peeks without blocking, so nothing is consumed.
 func peerClosed(nc net.Conn) bool {
 	kc, ok := nc.(*keptConn)
-	if !ok || kc.fd < 0 {
+	if !ok || kc.rc == nil {
 		return false
 	}
-	var buf [1]byte
-	_, _, err := syscall.Recvfrom(kc.fd, buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	if err := kc.rc.Control(kc.peekFn); err != nil {
+		return true
+	}
 	// Nothing to read (EAGAIN) is the one healthy answer: EOF, data and
 	// errors all end the connection's use.
-	return !errors.Is(err, syscall.EAGAIN)
+	return !errors.Is(kc.peekErr, syscall.EAGAIN)
 }
 
 // ackAtOnce makes the kernel acknowledge what php-fpm sends at once instead
@@ -167,7 +179,7 @@ func peerClosed(nc net.Conn) bool {
 // Linux leaves quick-ACK mode by itself, so it is asked again before each
 // read that may wait.
 func ackAtOnce(nc net.Conn) {
-	if kc, ok := nc.(*keptConn); ok && kc.tcp && kc.fd >= 0 {
-		syscall.SetsockoptInt(kc.fd, syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1)
+	if kc, ok := nc.(*keptConn); ok && kc.tcp && kc.rc != nil {
+		kc.rc.Control(kc.quickAckFn)
 	}
 }

@@ -2,9 +2,13 @@ package main
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/fcgiscope/fcgiscope/diagnostics/fpm"
 )
@@ -132,7 +136,7 @@ func TestKeptConnectionsThatThePoolWouldPunishAreRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		cfg := serveConfig{UpstreamKeepAlive: tt.keep, UpstreamKeepAliveTimeout: tt.timeout}
-		err := checkKeepAlive(&cfg, pool)
+		err := checkKeepAlive(&cfg, pool, zerolog.Nop())
 		if (err == nil) != (tt.want == nil) {
 			t.Errorf("keepalive %d timeout %v: error %v", tt.keep, tt.timeout, err)
 			continue
@@ -142,5 +146,20 @@ func TestKeptConnectionsThatThePoolWouldPunishAreRefused(t *testing.T) {
 				t.Errorf("error %q does not mention %q", err, w)
 			}
 		}
+	}
+}
+
+func TestServeRefusesKeptConnectionsForAllWorkers(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "php-fpm.conf")
+	sock := filepath.Join(dir, "fpm.sock")
+	os.WriteFile(conf, []byte("[global]\nerror_log = "+filepath.Join(dir, "fpm.log")+"\n[www]\nlisten = "+sock+"\npm = static\npm.max_children = 2\n"), 0o644)
+	var stderr strings.Builder
+	code := serve(t.Context(), nil, []string{
+		"FCGISCOPE_LISTEN=unix:" + filepath.Join(dir, "fs.sock"), "FCGISCOPE_ADMIN_LISTEN=",
+		"FCGISCOPE_UPSTREAM=unix:" + sock, "FCGISCOPE_FPM_CONFIG=" + conf, "FCGISCOPE_UPSTREAM_KEEPALIVE=2",
+	}, io.Discard, &stderr)
+	if code != exitUsage || !strings.Contains(stderr.String(), "pm.max_children = 2") || !strings.Contains(stderr.String(), "set it to 1 or less") {
+		t.Errorf("exit %d, stderr %q; want 2 and the pool's pm.max_children with the fix", code, stderr.String())
 	}
 }

@@ -29,6 +29,10 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	log := newLogger(cfg.LogFormat, cfg.logLevel, stdout)
 
 	pool, fpmLog := loadFPM(&cfg, log)
+	if err := checkKeepAlive(&cfg, pool, log); err != nil {
+		fmt.Fprintf(stderr, "fcgiscope serve: invalid configuration:\n%v\n", err)
+		return exitUsage
+	}
 	if fpmLog != nil {
 		go func() {
 			if err := fpmLog.Run(ctx); err != nil {
@@ -52,10 +56,6 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		slow := &fpm.SlowlogFollower{Path: pool.Slowlog}
 		go slow.Run(ctx)
 		classifier.Slowlog = slow
-	}
-	if err := checkKeepAlive(&cfg, pool); err != nil {
-		fmt.Fprintf(stderr, "fcgiscope serve: invalid configuration:\n%v\n", err)
-		return exitUsage
 	}
 	maxConns := cfg.MaxConns
 	if maxConns == 0 && pool != nil && pool.MaxChildren > 0 {
@@ -81,20 +81,19 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	// then shares through Trace.Diagnosis.
 	observer := web.Observers{&diagnostics.AccessLog{Log: log, Classifier: classifier}, recorder}
 	srv = &proxy.Server{
-		Upstream:       cfg.upstreamAddr,
-		MaxConns:       maxConns,
-		QueueTimeout:   cfg.QueueTimeout,
-		RetryClosed:    classifier.UpstreamWasRestarting,
-		ConnectTimeout: cfg.ConnectTimeout,
-		ReadTimeout:    cfg.ReadTimeout,
-		HoldBytes:      cfg.HoldBytes,
-		MaxParamsBytes: cfg.MaxParamsBytes,
-		MaxHeaderBytes: cfg.MaxHeaderBytes,
-		IdleTimeout:    cfg.IdleTimeout,
-		ParamsTimeout:  cfg.ParamsTimeout,
-		MaxClientConns: cfg.MaxClientConns,
-		ServerTiming:   cfg.ServerTiming,
-
+		Upstream:                 cfg.upstreamAddr,
+		MaxConns:                 maxConns,
+		QueueTimeout:             cfg.QueueTimeout,
+		RetryClosed:              classifier.UpstreamWasRestarting,
+		ConnectTimeout:           cfg.ConnectTimeout,
+		ReadTimeout:              cfg.ReadTimeout,
+		HoldBytes:                cfg.HoldBytes,
+		MaxParamsBytes:           cfg.MaxParamsBytes,
+		MaxHeaderBytes:           cfg.MaxHeaderBytes,
+		IdleTimeout:              cfg.IdleTimeout,
+		ParamsTimeout:            cfg.ParamsTimeout,
+		MaxClientConns:           cfg.MaxClientConns,
+		ServerTiming:             cfg.ServerTiming,
 		UpstreamKeepAlive:        cfg.UpstreamKeepAlive,
 		UpstreamKeepAliveTimeout: cfg.UpstreamKeepAliveTimeout,
 		Responder:                &diagnostics.Responder{Classifier: classifier, Detail: cfg.errorDetail},
@@ -209,8 +208,13 @@ func loadFPM(cfg *serveConfig, log zerolog.Logger) (*fpm.Pool, *fpm.Follower) {
 // punish: php-fpm counts a worker waiting on a kept connection as busy, so
 // it must not hold every worker, nor idle long enough for php-fpm to log it
 // as slow or kill it as timed out.
-func checkKeepAlive(cfg *serveConfig, pool *fpm.Pool) error {
-	if cfg.UpstreamKeepAlive == 0 || pool == nil {
+func checkKeepAlive(cfg *serveConfig, pool *fpm.Pool, log zerolog.Logger) error {
+	if cfg.UpstreamKeepAlive == 0 {
+		return nil
+	}
+	if pool == nil {
+		log.Warn().Int("upstream_keepalive", cfg.UpstreamKeepAlive).Dur("upstream_keepalive_timeout", cfg.UpstreamKeepAliveTimeout).
+			Msg("keeping php-fpm connections without knowing the pool: keep FCGISCOPE_UPSTREAM_KEEPALIVE below pm.max_children and FCGISCOPE_UPSTREAM_KEEPALIVE_TIMEOUT below request_terminate_timeout and request_slowlog_timeout, or php-fpm kills idle workers as timed out; set FCGISCOPE_FPM_CONFIG to have this checked")
 		return nil
 	}
 	at := func(key string) string {
