@@ -49,6 +49,33 @@ func testPool() fakePool {
 	}}
 }
 
+func TestMetricsTellKeptConnectionsAndResendsApart(t *testing.T) {
+	r := &Recorder{}
+	r.Observe(okTrace(1))
+	for i := range 3 {
+		kept := okTrace(10 + i)
+		kept.UpstreamReused = true
+		r.Observe(kept)
+	}
+	resent := okTrace(20)
+	resent.UpstreamReused, resent.Resent = true, 1
+	r.Observe(resent)
+
+	mfs := scrape(t, &Handler{Recorder: r})
+	if got := counter(t, mfs, "fcgiscope_upstream_connections_total", "kind", "new"); got != 1 {
+		t.Errorf("new connections %v, want 1", got)
+	}
+	if got := counter(t, mfs, "fcgiscope_upstream_connections_total", "kind", "reused"); got != 4 {
+		t.Errorf("reused connections %v, want 4", got)
+	}
+	if got := histCount(t, mfs, "fcgiscope_connect_duration_seconds"); got != 1 {
+		t.Errorf("connect_duration count %d, want 1: a kept connection is not a connect", got)
+	}
+	if got := counter(t, mfs, "fcgiscope_requests_resent_total"); got != 1 {
+		t.Errorf("resent %v, want 1", got)
+	}
+}
+
 func TestMetricsAfterSyntheticTraces(t *testing.T) {
 	r := &Recorder{
 		InFlight: func() float64 { return 3 },

@@ -52,6 +52,10 @@ type metrics struct {
 	bytesIn   prometheus.Counter
 	bytesOut  prometheus.Counter
 	dialError *prometheus.CounterVec
+	// newConns and reusedConns count the requests by how they reached
+	// the upstream: on a connection of their own or on a kept one.
+	newConns, reusedConns prometheus.Counter
+	resent                prometheus.Counter
 }
 
 type counterRef struct{ prometheus.Counter }
@@ -70,7 +74,7 @@ func newMetrics(r *Recorder) *metrics {
 		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: DurationBuckets})
 	}
 	m.duration = hist("fcgiscope_request_duration_seconds", "Time from BEGIN_REQUEST to the end of the request.")
-	m.connect = hist("fcgiscope_connect_duration_seconds", "Time to establish the upstream connection, for requests that got one.")
+	m.connect = hist("fcgiscope_connect_duration_seconds", "Time to establish a new upstream connection, for requests that got one; requests on a kept connection are not counted.")
 	m.queue = hist("fcgiscope_queue_wait_seconds", "Time spent waiting for an upstream slot (FCGISCOPE_MAX_CONNS), for requests that waited.")
 	m.ttfb = hist("fcgiscope_time_to_first_byte_seconds", "Time from BEGIN_REQUEST to the first response byte from the upstream, for requests that got one.")
 	deaths := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -92,13 +96,22 @@ func newMetrics(r *Recorder) *metrics {
 		Name: "fcgiscope_upstream_dial_errors_total",
 		Help: "Failed connections to the upstream, by errno name (none when the error had no errno, such as a DNS failure).",
 	}, []string{"errno"})
+	conns := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fcgiscope_upstream_connections_total",
+		Help: "Requests by the upstream connection they went on: new, or reused when FCGISCOPE_UPSTREAM_KEEPALIVE keeps connections.",
+	}, []string{"kind"})
+	m.newConns, m.reusedConns = conns.WithLabelValues("new"), conns.WithLabelValues("reused")
+	m.resent = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "fcgiscope_requests_resent_total",
+		Help: "Times a bodyless GET, HEAD or OPTIONS was sent again on a new connection after php-fpm closed one without answering: while reloading, or as it closed a kept connection.",
+	})
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "fcgiscope_build_info",
 		Help:        "Always 1; the labels name the running build.",
 		ConstLabels: prometheus.Labels{"version": orDefault(r.Version, "dev"), "commit": r.Commit, "goversion": runtime.Version()},
 	})
 	build.Set(1)
-	m.reg.MustRegister(m.requests, m.duration, m.connect, m.queue, m.ttfb, deaths, m.bytesIn, m.bytesOut, m.dialError, build,
+	m.reg.MustRegister(m.requests, m.duration, m.connect, m.queue, m.ttfb, deaths, m.bytesIn, m.bytesOut, m.dialError, conns, m.resent, build,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "fcgiscope_admin_events_dropped_total",
 			Help: "Request events not sent to a dashboard whose event stream fell behind.",
@@ -183,8 +196,16 @@ func (m *metrics) observe(t *proxy.Trace, d *diagnostics.Diagnosis, rec *record)
 		m.requests.WithLabelValues(d.Cause.ID, statusClasses[cls]).Inc()
 	}
 	m.duration.Observe(t.Duration().Seconds())
-	if !t.DialStart.IsZero() && !t.DialEnd.IsZero() {
+	switch {
+	case t.DialStart.IsZero() || t.DialEnd.IsZero():
+	case t.UpstreamReused:
+		m.reusedConns.Inc()
+	default:
+		m.newConns.Inc()
 		m.connect.Observe(t.ConnectTime().Seconds())
+	}
+	if t.Resent > 0 {
+		m.resent.Add(float64(t.Resent))
 	}
 	if !t.QueueStart.IsZero() && !t.QueueEnd.IsZero() {
 		m.queue.Observe(t.QueueTime().Seconds())
