@@ -12,7 +12,8 @@ import (
 const clockTick = 10_000 // microseconds
 
 // treeCPU returns the CPU time, in microseconds, used so far by the process
-// pid and its children (php-fpm's and nginx's workers, socat's forks).
+// pid and its children (php-fpm's and nginx's workers, socat's forks), the
+// exited ones included.
 func treeCPU(pid int) int64 {
 	var total int64
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
@@ -28,7 +29,7 @@ func treeCPU(pid int) int64 {
 		}
 		f := strings.Fields(string(b[i+1:]))
 		// f[0] is the state (field 3), so field n is f[n-3].
-		if len(f) < 13 {
+		if len(f) < 15 {
 			continue
 		}
 		self, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
@@ -36,9 +37,12 @@ func treeCPU(pid int) int64 {
 		if self != pid && ppid != pid {
 			continue
 		}
-		utime, _ := strconv.ParseInt(f[11], 10, 64)
-		stime, _ := strconv.ParseInt(f[12], 10, 64)
-		total += (utime + stime) * clockTick
+		// utime and stime, then cutime and cstime: the children that
+		// have exited and been waited for, such as socat's forks.
+		for _, field := range f[11:15] {
+			n, _ := strconv.ParseInt(field, 10, 64)
+			total += n * clockTick
+		}
 	}
 	return total
 }
