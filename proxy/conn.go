@@ -385,7 +385,6 @@ func (c *conn) startUpstream(q *request) {
 	if keepUp {
 		q.keepUp = true
 		q.upRefs.Store(2)
-		q.stdinEnded = make(chan struct{})
 	}
 	q.upw = writerPool.Get().(*fcgi.Writer)
 	q.upw.Reset(up)

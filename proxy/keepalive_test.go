@@ -263,3 +263,42 @@ func TestSlotComesBackWithTheKeptConnection(t *testing.T) {
 		t.Errorf("the upstream saw %d connections, want the one kept connection reused", n)
 	}
 }
+
+// A php-fpm that is stopping resets a request it had not read, and a new
+// connection made just then can fail while taking the request: it sat in
+// the listen queue of the socket that closed. Both are connections closed
+// without a word, and the request goes out again until it is served.
+func TestResendGoesOnWhenTheNewConnectionFailsAtOnce(t *testing.T) {
+	upstream := fakeUpstream(t, newKeptUpstream(0).serve)
+	var dials atomic.Int32
+	obs := newTraces()
+	srv := &Server{
+		Upstream:     upstream,
+		QueueTimeout: 5 * time.Second,
+		RetryClosed:  func(*Trace) bool { return true }, // php-fpm's log says it is stopping
+		Observer:     obs,
+		Dial: func(ctx context.Context, addr fcgi.Addr) (net.Conn, error) {
+			switch dials.Add(1) {
+			case 1: // the stopping php-fpm takes the request's bytes and closes
+				relay, app := net.Pipe()
+				go func() {
+					buf := make([]byte, 64<<10)
+					app.Read(buf)
+					app.Close()
+				}()
+				return relay, nil
+			case 2: // reset before it takes anything
+				relay, app := net.Pipe()
+				app.Close()
+				return relay, nil
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, addr.Network, addr.Address)
+		},
+	}
+	addr := startProxy(t, srv)
+	get(t, addr, "again")
+	if tr := obs.next(t); tr.Err != nil || tr.Resent != 2 {
+		t.Errorf("trace err %v resent %d; want served after 2 resends", tr.Err, tr.Resent)
+	}
+}

@@ -34,8 +34,7 @@ type request struct {
 	// the body, and the connection is reusable only once both are done.
 	upRefs     atomic.Int32
 	upReusable atomic.Bool
-	respLetGo  bool          // the response side let go of the upstream (END_REQUEST read); its goroutine only
-	stdinEnded chan struct{} // closed when the request side ends, on kept connections only
+	respLetGo  bool // the response side let go of the upstream (END_REQUEST read); its goroutine only
 
 	mu    sync.Mutex // guards trace.BytesIn, trace.StdinDone and up
 	trace Trace
@@ -71,7 +70,6 @@ func (q *request) finishStdinSide() {
 		q.upw = nil
 	}
 	if q.keepUp {
-		close(q.stdinEnded)
 		q.letGoUpstream()
 	}
 	q.finishSide()
@@ -153,24 +151,49 @@ func (q *request) mayResend(err error) bool {
 		return false
 	}
 	if t.UpstreamReused && t.Resent == 0 && time.Since(t.DialEnd) < reusedCloseWindow && !errors.Is(err, os.ErrDeadlineExceeded) {
-		// The end of the (empty) body may still be on its way from
-		// the web server; only a request known whole can be repeated.
-		select {
-		case <-q.stdinEnded:
-		case <-time.After(reusedCloseWindow):
-		}
+		return q.bodyKnownEmpty()
+	}
+	return srv.RetryClosed != nil && q.bodyKnownEmpty() &&
+		time.Now().Before(t.ParamsDone.Add(srv.QueueTimeout)) && srv.RetryClosed(t)
+}
+
+// bodyKnownEmpty reports whether the web server has sent the end of an
+// empty body, so that the request is known whole. When the upstream fails at
+// once, that end can still be on its way from the connection goroutine; it
+// is waited for a moment when CONTENT_LENGTH promised no body.
+func (q *request) bodyKnownEmpty() bool {
+	deadline := time.Now().Add(100 * time.Millisecond)
+	for {
 		q.mu.Lock()
-		whole := !t.StdinDone.IsZero() && t.BytesIn == 0
+		ended, n := !q.trace.StdinDone.IsZero(), q.trace.BytesIn
 		q.mu.Unlock()
-		return whole
+		if ended || n > 0 || !q.bodyless || !time.Now().Before(deadline) {
+			return ended && n == 0
+		}
+		time.Sleep(time.Millisecond)
 	}
-	if srv.RetryClosed == nil {
-		return false
+}
+
+// errResendWrite marks a resend whose new connection failed while taking
+// the request.
+var errResendWrite = errors.New("the new connection failed while taking the request")
+
+// sendAgain sends the request again on a new connection for as long as
+// mayResend allows. A new connection that fails while taking the request, as
+// one to a php-fpm that is just stopping does (it was in the listen queue
+// when the socket closed), is one more connection closed without a word.
+func (q *request) sendAgain(err error) bool {
+	for q.mayResend(err) {
+		rerr := q.resend()
+		if rerr == nil {
+			return true
+		}
+		if !errors.Is(rerr, errResendWrite) {
+			return false
+		}
+		err = rerr
 	}
-	q.mu.Lock()
-	bodyless := !t.StdinDone.IsZero() && t.BytesIn == 0
-	q.mu.Unlock()
-	return bodyless && time.Now().Before(t.ParamsDone.Add(srv.QueueTimeout)) && srv.RetryClosed(t)
+	return false
 }
 
 // resend connects again and sends the request head and its empty body. The
@@ -191,7 +214,8 @@ func (q *request) resend() error {
 	w.EndStream(fcgi.TypeStdin, q.id)
 	if err := w.Flush(); err != nil {
 		up.Close()
-		return err
+		t.Resent++ // the attempt counts towards the limit all the same
+		return fmt.Errorf("%w: %w", errResendWrite, err)
 	}
 	q.mu.Lock()
 	old := q.up
@@ -330,11 +354,9 @@ func (q *request) relayResponse() {
 		}
 		h, err := ur.Next()
 		if err != nil {
-			if q.mayResend(err) {
-				if rerr := q.resend(); rerr == nil {
-					ur.Reset(q.up)
-					continue
-				}
+			if q.sendAgain(err) {
+				ur.Reset(q.up)
+				continue
 			}
 			r.fail(upstreamReadError(err, srv.ReadTimeout))
 			return
