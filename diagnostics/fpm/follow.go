@@ -36,7 +36,7 @@ type Follower struct {
 	counts  map[EventKind]int64
 	events  []Arrival // ring, oldest first once full
 	next    int
-	changed chan struct{} // closed and replaced when an event arrives
+	arrived arrivals
 }
 
 // Arrival is an event and when the Follower read it.
@@ -144,10 +144,7 @@ func (f *Follower) add(e Event) {
 		f.events[f.next] = a
 		f.next = (f.next + 1) % keep
 	}
-	if f.changed != nil {
-		close(f.changed)
-		f.changed = nil
-	}
+	f.arrived.notify()
 }
 
 // Counts returns how many events of each kind arrived since Run started,
@@ -165,31 +162,52 @@ func (f *Follower) Counts() map[EventKind]int64 {
 // Find returns the latest event that arrived at or after since and
 // satisfies match, waiting until wait has passed for one to arrive.
 func (f *Follower) Find(since time.Time, wait time.Duration, match func(Event) bool) (Event, bool) {
-	deadline := time.NewTimer(wait)
-	defer deadline.Stop()
-	for {
-		f.mu.Lock()
-		var found Event
-		ok := false
+	return waitFor(&f.mu, &f.arrived, wait, func() (found Event, ok bool) {
 		for i := range f.events {
 			a := f.events[(f.next+i)%len(f.events)]
 			if !a.At.Before(since) && match(a.Event) {
 				found, ok = a.Event, true
 			}
 		}
+		return found, ok
+	})
+}
+
+// arrivals wakes the callers of waitFor when something new arrives. The
+// followers call notify with their mutex held.
+type arrivals struct {
+	changed chan struct{} // closed and replaced on each arrival
+}
+
+func (a *arrivals) notify() {
+	if a.changed != nil {
+		close(a.changed)
+		a.changed = nil
+	}
+}
+
+// waitFor calls scan with mu held until it finds something or wait has
+// passed, sleeping between arrivals.
+func waitFor[T any](mu *sync.Mutex, a *arrivals, wait time.Duration, scan func() (T, bool)) (T, bool) {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		mu.Lock()
+		found, ok := scan()
 		if ok || wait <= 0 {
-			f.mu.Unlock()
+			mu.Unlock()
 			return found, ok
 		}
-		if f.changed == nil {
-			f.changed = make(chan struct{})
+		if a.changed == nil {
+			a.changed = make(chan struct{})
 		}
-		changed := f.changed
-		f.mu.Unlock()
+		changed := a.changed
+		mu.Unlock()
 		select {
 		case <-changed:
 		case <-deadline.C:
-			return Event{}, false
+			var zero T
+			return zero, false
 		}
 	}
 }

@@ -247,8 +247,8 @@ type SlowlogFollower struct {
 	mu      sync.Mutex
 	entries []SlowEntry // ring, oldest first once full
 	next    int
-	last    int           // index of the entry added last
-	changed chan struct{} // closed and replaced when an entry arrives
+	last    int // index of the entry added last
+	arrived arrivals
 }
 
 // slowQuiet is how long the follower waits for more of an entry before it
@@ -305,41 +305,20 @@ func (f *SlowlogFollower) add(e SlowEntry, again bool) {
 		f.last = f.next
 		f.next = (f.next + 1) % keep
 	}
-	if f.changed != nil {
-		close(f.changed)
-		f.changed = nil
-	}
+	f.arrived.notify()
 }
 
 // Find returns the latest entry for the worker pid that arrived at or after
 // since, waiting until wait has passed for one to arrive.
 func (f *SlowlogFollower) Find(pid int, since time.Time, wait time.Duration) (SlowEntry, bool) {
-	deadline := time.NewTimer(wait)
-	defer deadline.Stop()
-	for {
-		f.mu.Lock()
-		var found SlowEntry
-		ok := false
+	return waitFor(&f.mu, &f.arrived, wait, func() (found SlowEntry, ok bool) {
 		for i := range f.entries {
 			e := f.entries[(f.next+i)%len(f.entries)]
 			if e.PID == pid && !e.Arrived.Before(since) {
 				found, ok = e, true
 			}
 		}
-		if ok || wait <= 0 {
-			f.mu.Unlock()
-			found.Frames = slices.Clone(found.Frames)
-			return found, ok
-		}
-		if f.changed == nil {
-			f.changed = make(chan struct{})
-		}
-		changed := f.changed
-		f.mu.Unlock()
-		select {
-		case <-changed:
-		case <-deadline.C:
-			return SlowEntry{}, false
-		}
-	}
+		found.Frames = slices.Clone(found.Frames)
+		return found, ok
+	})
 }
