@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/procfs"
 )
 
 // FPMOptions configures the php-fpm that StartFPM runs. The zero value is
@@ -281,8 +282,8 @@ func (f *FPM) Done() <-chan struct{} { return f.done }
 // Workers returns the pids of the master's children.
 func (f *FPM) Workers() []int {
 	var pids []int
-	for _, p := range childrenOf(f.Pid) {
-		pids = append(pids, p.pid)
+	for _, p := range procfs.Children(f.Pid) {
+		pids = append(pids, p.PID)
 	}
 	return pids
 }
@@ -295,7 +296,7 @@ func (f *FPM) Stop(grace time.Duration) error {
 	f.stopOnce.Do(func() {
 		// Workers are collected before the master goes: once it is gone
 		// they are reparented and no longer recognisable as its.
-		kids := childrenOf(f.Pid)
+		kids := procfs.Children(f.Pid)
 		steps := []struct {
 			sig  syscall.Signal
 			wait time.Duration
@@ -310,12 +311,12 @@ func (f *FPM) Stop(grace time.Duration) error {
 			}
 		}
 		if !f.exited() {
-			kids = append(kids, childrenOf(f.Pid)...)
+			kids = append(kids, procfs.Children(f.Pid)...)
 			_ = f.cmd.Process.Kill()
 			<-f.done
 			f.stopErr = fmt.Errorf("php-fpm (pid %d) ignored SIGQUIT and SIGTERM and was killed", f.Pid)
 		}
-		if n := killAll(kids, 2*time.Second); n > 0 && f.stopErr == nil {
+		if n := procfs.KillAll(kids, 2*time.Second); n > 0 && f.stopErr == nil {
 			f.stopErr = fmt.Errorf("%d php-fpm workers outlived their master and were killed", n)
 		}
 		if err := os.RemoveAll(f.Dir); err != nil && f.stopErr == nil {

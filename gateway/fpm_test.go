@@ -15,6 +15,8 @@ import (
 
 	"github.com/fcgiscope/fcgiscope/diagnostics/fpm"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
+
+	"github.com/fcgiscope/fcgiscope/internal/procfs"
 )
 
 // TestMain lets the test binary stand in for a php-fpm that will not stop:
@@ -103,8 +105,8 @@ func TestStopKillsAPHPFPMThatWillNotStopAndItsWorkers(t *testing.T) {
 
 // alive reports whether pid runs and is not a zombie.
 func alive(pid int) bool {
-	state, _, _, ok := procStat(pid)
-	return ok && state != 'Z' && state != 'X'
+	st, err := procfs.ReadStat(pid)
+	return err == nil && !st.Gone()
 }
 
 func TestStartFPMReportsAnEarlyExit(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fcgiscope/fcgiscope/internal/procfs"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
 )
 
@@ -535,46 +536,17 @@ func TestHTTPFPMAutoStartsAndStopsPHPFPM(t *testing.T) {
 
 // childPIDsOf returns the live children of ppid, from /proc.
 func childPIDsOf(ppid int) []int {
-	entries, _ := os.ReadDir("/proc")
 	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, ok := procState(pid); ok && st.ppid == ppid && st.state != "Z" {
-			pids = append(pids, pid)
-		}
+	for _, k := range procfs.Children(ppid) {
+		pids = append(pids, k.PID)
 	}
 	return pids
 }
 
-type procStatus struct {
-	state string
-	ppid  int
-}
-
-func procState(pid int) (procStatus, bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStatus{}, false
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return procStatus{}, false
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 2 {
-		return procStatus{}, false
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return procStatus{state: f[0], ppid: ppid}, true
-}
-
 // processAlive reports whether pid exists and is not a zombie.
 func processAlive(pid int) bool {
-	st, ok := procState(pid)
-	return ok && st.state != "Z" && st.state != "X"
+	st, err := procfs.ReadStat(pid)
+	return err == nil && !st.Gone()
 }
 
 func TestHTTPUsage(t *testing.T) {

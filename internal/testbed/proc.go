@@ -8,11 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/fcgiscope/fcgiscope/internal/procfs"
 )
 
 const (
@@ -118,7 +119,7 @@ type stopStep struct {
 // reparented and can no longer be told apart from unrelated processes.
 func (p *process) shutdown(steps ...stopStep) {
 	pid := p.cmd.Process.Pid
-	kids := childrenOf(pid)
+	kids := procfs.Children(pid)
 	for _, s := range steps {
 		if p.exited() {
 			break
@@ -131,11 +132,11 @@ func (p *process) shutdown(steps ...stopStep) {
 	}
 	if !p.exited() {
 		// Workers forked since the first snapshot must not escape either.
-		kids = append(kids, childrenOf(pid)...)
+		kids = append(kids, procfs.Children(pid)...)
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
-	killAll(kids, 2*time.Second)
+	procfs.KillAll(kids, 2*time.Second)
 }
 
 // waitReady polls until network/address accepts a connection, the process
@@ -158,96 +159,11 @@ func (p *process) waitReady(network, address string) error {
 	}
 }
 
-// procID identifies a process across pid reuse by its start time.
-type procID struct {
-	pid   int
-	start string // field 22 of /proc/<pid>/stat, in clock ticks since boot
-}
-
-// procStat holds the fields of /proc/<pid>/stat that this package needs.
-type procStat struct {
-	state byte
-	ppid  int
-	start string
-}
-
-// readProcStat parses /proc/<pid>/stat. The command name may contain spaces
-// and parentheses, so fields are counted from the last ')'.
-func readProcStat(pid int) (procStat, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, err
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 || i+2 > len(data) {
-		return procStat{}, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	// fields[0] is field 3 (state), fields[1] field 4 (ppid), fields[19] field 22 (starttime).
-	fields := strings.Fields(string(data[i+2:]))
-	if len(fields) < 20 {
-		return procStat{}, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	ppid, err := strconv.Atoi(fields[1])
-	if err != nil {
-		return procStat{}, fmt.Errorf("parsing ppid in /proc/%d/stat: %w", pid, err)
-	}
-	return procStat{state: fields[0][0], ppid: ppid, start: fields[19]}, nil
-}
-
-// childrenOf returns the current children of ppid by scanning /proc, because
-// /proc/<pid>/task/<tid>/children needs CONFIG_PROC_CHILDREN, which not every
-// kernel (including some CI sandboxes) has.
-func childrenOf(ppid int) []procID {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var kids []procID
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := readProcStat(pid)
-		if err != nil || st.ppid != ppid || st.state == 'Z' || st.state == 'X' {
-			continue
-		}
-		kids = append(kids, procID{pid: pid, start: st.start})
-	}
-	return kids
-}
-
-// alive reports whether the process still runs. Zombies count as dead: an
-// orphan reparented to an init that does not reap (common in containers)
-// stays a zombie forever but holds no resources.
-func (id procID) alive() bool {
-	st, err := readProcStat(id.pid)
-	return err == nil && st.start == id.start && st.state != 'Z' && st.state != 'X'
-}
-
-// killAll SIGKILLs every process in ids that is still alive and waits up to
-// wait for them to die.
-func killAll(ids []procID, wait time.Duration) {
-	for _, id := range ids {
-		if id.alive() {
-			// ESRCH means it died meanwhile.
-			_ = syscall.Kill(id.pid, syscall.SIGKILL)
-		}
-	}
-	deadline := time.Now().Add(wait)
-	for _, id := range ids {
-		for id.alive() && time.Now().Before(deadline) {
-			time.Sleep(pollInterval)
-		}
-	}
-}
-
 // childPIDs returns the pids of the current children of ppid.
 func childPIDs(ppid int) []int {
-	kids := childrenOf(ppid)
-	pids := make([]int, len(kids))
-	for i, k := range kids {
-		pids[i] = k.pid
+	var pids []int
+	for _, k := range procfs.Children(ppid) {
+		pids = append(pids, k.PID)
 	}
 	return pids
 }

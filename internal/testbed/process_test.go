@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fcgiscope/fcgiscope/internal/procfs"
 )
 
 // Environment variables that turn the test binary into a helper process.
@@ -107,7 +109,7 @@ func TestNginxStopEscalates(t *testing.T) {
 		t.Fatalf("first line = %q, %v", line, err)
 	}
 
-	procs := append(childrenOf(ngx.Pid), procID{pid: ngx.Pid})
+	procs := append(procfs.Children(ngx.Pid), procfs.IDOf(ngx.Pid))
 	start := time.Now()
 	ngx.Stop()
 	if d := time.Since(start); d < 5*time.Second || d > 7*time.Second {
@@ -126,7 +128,7 @@ func TestFPMStopEscalates(t *testing.T) {
 	}
 	t.Parallel()
 	fpm := StartFPM(t, FPMConfig{MaxChildren: 2})
-	procs := append(childrenOf(fpm.Pid), procID{pid: fpm.Pid})
+	procs := append(procfs.Children(fpm.Pid), procfs.IDOf(fpm.Pid))
 	if err := fpm.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -147,8 +149,8 @@ func TestOrphanHelper(t *testing.T) {
 	}
 	fpm := StartFPM(t, FPMConfig{MaxChildren: 2})
 	fmt.Printf("DIR %s\nPIDS", fpm.Dir)
-	for _, id := range append(childrenOf(fpm.Pid), procID{pid: fpm.Pid}) {
-		fmt.Printf(" %d:%s", id.pid, id.start)
+	for _, id := range append(procfs.Children(fpm.Pid), procfs.IDOf(fpm.Pid)) {
+		fmt.Printf(" %d:%s", id.PID, id.Start)
 	}
 	fmt.Println()
 	os.Exit(0)
@@ -165,7 +167,7 @@ func TestParentDeath(t *testing.T) {
 	if err != nil {
 		t.Fatalf("helper: %v\n%s", err, out)
 	}
-	var ids []procID
+	var ids []procfs.ID
 	for _, line := range strings.Split(string(out), "\n") {
 		if dir, ok := strings.CutPrefix(line, "DIR "); ok {
 			t.Cleanup(func() { os.RemoveAll(dir) })
@@ -177,7 +179,7 @@ func TestParentDeath(t *testing.T) {
 				if err != nil {
 					t.Fatalf("bad helper output %q", line)
 				}
-				ids = append(ids, procID{pid: n, start: start})
+				ids = append(ids, procfs.ID{PID: n, Start: start})
 			}
 		}
 	}
@@ -186,7 +188,7 @@ func TestParentDeath(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for _, id := range ids {
-		for id.alive() && time.Now().Before(deadline) {
+		for id.Alive() && time.Now().Before(deadline) {
 			time.Sleep(pollInterval)
 		}
 	}
@@ -196,11 +198,11 @@ func TestParentDeath(t *testing.T) {
 // assertDead checks that none of ids is running. Unlike assertGone it accepts
 // zombies, which is what processes killed after being orphaned become when
 // init does not reap them.
-func assertDead(t *testing.T, what string, ids []procID) {
+func assertDead(t *testing.T, what string, ids []procfs.ID) {
 	t.Helper()
 	for _, id := range ids {
-		if id.alive() {
-			t.Errorf("%s pid %d is still running after Stop", what, id.pid)
+		if id.Alive() {
+			t.Errorf("%s pid %d is still running after Stop", what, id.PID)
 		}
 	}
 }
