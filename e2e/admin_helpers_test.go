@@ -10,13 +10,12 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/fcgiscope/fcgiscope/diagnostics"
 	"github.com/fcgiscope/fcgiscope/diagnostics/fpm"
 	"github.com/fcgiscope/fcgiscope/diagnostics/web"
 	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/metricstest"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
 	"github.com/fcgiscope/fcgiscope/proxy"
 )
@@ -163,34 +162,7 @@ func scrapeMetrics(t *testing.T, adminURL string) map[string]*dto.MetricFamily {
 	if resp.StatusCode != 200 {
 		t.Fatalf("/metrics: %s", resp.Status)
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
-	}
-	return mfs
-}
-
-// findMetric returns the metric of the family with the given label values.
-func findMetric(mfs map[string]*dto.MetricFamily, name string, labels ...string) *dto.Metric {
-	mf := mfs[name]
-	if mf == nil {
-		return nil
-	}
-next:
-	for _, m := range mf.GetMetric() {
-		have := map[string]string{}
-		for _, lp := range m.GetLabel() {
-			have[lp.GetName()] = lp.GetValue()
-		}
-		for i := 0; i+1 < len(labels); i += 2 {
-			if have[labels[i]] != labels[i+1] {
-				continue next
-			}
-		}
-		return m
-	}
-	return nil
+	return metricstest.Parse(t, resp.Body)
 }
 
 // get sends GET path to nginx and returns the status.

@@ -9,6 +9,7 @@ import (
 	"github.com/fcgiscope/fcgiscope/diagnostics"
 	"github.com/fcgiscope/fcgiscope/diagnostics/web"
 	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/metricstest"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
 	"github.com/fcgiscope/fcgiscope/proxy"
 )
@@ -63,7 +64,7 @@ func TestAdminMetricsCountRealTraffic(t *testing.T) {
 		{"worker_crashed", "5xx", 1},
 		{"upstream_refused", "5xx", 1},
 	} {
-		m := findMetric(mfs, "fcgiscope_requests_total", "outcome", tt.outcome, "status_class", tt.class)
+		m := metricstest.Find(mfs, "fcgiscope_requests_total", "outcome", tt.outcome, "status_class", tt.class)
 		if got := m.GetCounter().GetValue(); m == nil || got != tt.want {
 			t.Errorf("fcgiscope_requests_total{outcome=%q,status_class=%q} = %v, want %v", tt.outcome, tt.class, got, tt.want)
 		}
@@ -76,12 +77,12 @@ func TestAdminMetricsCountRealTraffic(t *testing.T) {
 		"fcgiscope_time_to_first_byte_seconds": hellos + 1,
 	}
 	for name, want := range counts {
-		m := findMetric(mfs, name)
+		m := metricstest.Find(mfs, name)
 		if got := m.GetHistogram().GetSampleCount(); m == nil || got != want {
 			t.Errorf("%s count = %d, want %d", name, got, want)
 		}
 	}
-	if m := findMetric(mfs, "fcgiscope_request_duration_seconds"); m != nil {
+	if m := metricstest.Find(mfs, "fcgiscope_request_duration_seconds"); m != nil {
 		// hello.php answers within a second.
 		for _, b := range m.GetHistogram().GetBucket() {
 			if b.GetUpperBound() == 1 && b.GetCumulativeCount() < hellos {
@@ -89,29 +90,29 @@ func TestAdminMetricsCountRealTraffic(t *testing.T) {
 			}
 		}
 	}
-	if m := findMetric(mfs, "fcgiscope_worker_deaths_total", "cause", "worker_crashed"); m.GetCounter().GetValue() != 1 {
+	if m := metricstest.Find(mfs, "fcgiscope_worker_deaths_total", "cause", "worker_crashed"); m.GetCounter().GetValue() != 1 {
 		t.Errorf("worker_deaths_total{cause=worker_crashed} = %v, want 1", m.GetCounter().GetValue())
 	}
-	if m := findMetric(mfs, "fcgiscope_upstream_dial_errors_total", "errno", "ECONNREFUSED"); m.GetCounter().GetValue() != 1 {
+	if m := metricstest.Find(mfs, "fcgiscope_upstream_dial_errors_total", "errno", "ECONNREFUSED"); m.GetCounter().GetValue() != 1 {
 		t.Errorf("upstream_dial_errors_total{errno=ECONNREFUSED} = %v, want 1", m.GetCounter().GetValue())
 	}
-	if m := findMetric(mfs, "fcgiscope_response_bytes_total"); m.GetCounter().GetValue() <= 0 {
+	if m := metricstest.Find(mfs, "fcgiscope_response_bytes_total"); m.GetCounter().GetValue() <= 0 {
 		t.Error("no response bytes counted")
 	}
-	if m := findMetric(mfs, "fcgiscope_build_info", "version", "e2e"); m.GetGauge().GetValue() != 1 {
+	if m := metricstest.Find(mfs, "fcgiscope_build_info", "version", "e2e"); m.GetGauge().GetValue() != 1 {
 		t.Error("no fcgiscope_build_info{version=e2e}")
 	}
 	// The pool's status, polled from php-fpm: 4 static workers.
 	deadline := time.Now().Add(5 * time.Second)
-	for findMetric(mfs, "fcgiscope_fpm_processes_total") == nil && time.Now().Before(deadline) {
+	for metricstest.Find(mfs, "fcgiscope_fpm_processes_total") == nil && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 		mfs = scrapeMetrics(t, s.adminURL)
 	}
-	if m := findMetric(mfs, "fcgiscope_fpm_processes_total"); m.GetGauge().GetValue() != 4 {
+	if m := metricstest.Find(mfs, "fcgiscope_fpm_processes_total"); m.GetGauge().GetValue() != 4 {
 		t.Errorf("fcgiscope_fpm_processes_total = %v, want 4", m.GetGauge().GetValue())
 	}
-	idle := findMetric(mfs, "fcgiscope_fpm_processes", "state", "idle").GetGauge().GetValue()
-	active := findMetric(mfs, "fcgiscope_fpm_processes", "state", "active").GetGauge().GetValue()
+	idle := metricstest.Find(mfs, "fcgiscope_fpm_processes", "state", "idle").GetGauge().GetValue()
+	active := metricstest.Find(mfs, "fcgiscope_fpm_processes", "state", "active").GetGauge().GetValue()
 	if idle+active != 4 {
 		t.Errorf("fpm processes idle %v + active %v, want 4", idle, active)
 	}

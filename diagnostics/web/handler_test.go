@@ -23,6 +23,7 @@ import (
 	"github.com/fcgiscope/fcgiscope/diagnostics"
 	"github.com/fcgiscope/fcgiscope/diagnostics/fpm"
 	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/metricstest"
 )
 
 // fakePool is a PoolStatus with a fixed answer.
@@ -124,7 +125,7 @@ func TestMetricsAfterSyntheticTraces(t *testing.T) {
 	if got := histCount(t, mfs, "fcgiscope_queue_wait_seconds"); got != 1 {
 		t.Errorf("queue_wait count %d, want 1", got)
 	}
-	h := metric(mfs, "fcgiscope_request_duration_seconds").GetHistogram()
+	h := metricstest.Find(mfs, "fcgiscope_request_duration_seconds").GetHistogram()
 	var bounds []float64
 	for _, b := range h.GetBucket() {
 		bounds = append(bounds, b.GetUpperBound())
@@ -167,7 +168,7 @@ func TestMetricsAfterSyntheticTraces(t *testing.T) {
 	if got := gauge(t, mfs, "fcgiscope_requests_queued"); got != 2 {
 		t.Errorf("queued %v", got)
 	}
-	if m := metric(mfs, "fcgiscope_build_info", "version", "1.2.3", "commit", "abc123", "goversion", runtime.Version()); m == nil || m.GetGauge().GetValue() != 1 {
+	if m := metricstest.Find(mfs, "fcgiscope_build_info", "version", "1.2.3", "commit", "abc123", "goversion", runtime.Version()); m == nil || m.GetGauge().GetValue() != 1 {
 		t.Errorf("build_info: %v", mfs["fcgiscope_build_info"])
 	}
 	// The status poll's own worker is not busy.

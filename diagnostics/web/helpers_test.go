@@ -14,10 +14,9 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/metricstest"
 	"github.com/fcgiscope/fcgiscope/proxy"
 )
 
@@ -136,17 +135,6 @@ func getJSON(t *testing.T, h http.Handler, target string, code int, v any, hdr .
 	return string(body)
 }
 
-// families parses Prometheus text exposition.
-func families(t testing.TB, r io.Reader) map[string]*dto.MetricFamily {
-	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(r)
-	if err != nil {
-		t.Fatalf("parsing the metrics: %v", err)
-	}
-	return mfs
-}
-
 // scrape gets /metrics from h and parses it.
 func scrape(t *testing.T, h http.Handler, hdr ...string) map[string]*dto.MetricFamily {
 	t.Helper()
@@ -154,35 +142,12 @@ func scrape(t *testing.T, h http.Handler, hdr ...string) map[string]*dto.MetricF
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET /metrics: %s", resp.Status)
 	}
-	return families(t, resp.Body)
-}
-
-// metric returns the metric of family name with exactly the given labels
-// among its own, or nil.
-func metric(mfs map[string]*dto.MetricFamily, name string, labels ...string) *dto.Metric {
-	mf := mfs[name]
-	if mf == nil {
-		return nil
-	}
-next:
-	for _, m := range mf.GetMetric() {
-		have := map[string]string{}
-		for _, lp := range m.GetLabel() {
-			have[lp.GetName()] = lp.GetValue()
-		}
-		for i := 0; i+1 < len(labels); i += 2 {
-			if have[labels[i]] != labels[i+1] {
-				continue next
-			}
-		}
-		return m
-	}
-	return nil
+	return metricstest.Parse(t, resp.Body)
 }
 
 func counter(t *testing.T, mfs map[string]*dto.MetricFamily, name string, labels ...string) float64 {
 	t.Helper()
-	m := metric(mfs, name, labels...)
+	m := metricstest.Find(mfs, name, labels...)
 	if m == nil {
 		t.Errorf("no metric %s%v", name, labels)
 		return -1
@@ -192,7 +157,7 @@ func counter(t *testing.T, mfs map[string]*dto.MetricFamily, name string, labels
 
 func gauge(t *testing.T, mfs map[string]*dto.MetricFamily, name string, labels ...string) float64 {
 	t.Helper()
-	m := metric(mfs, name, labels...)
+	m := metricstest.Find(mfs, name, labels...)
 	if m == nil {
 		t.Errorf("no metric %s%v", name, labels)
 		return -1
@@ -202,7 +167,7 @@ func gauge(t *testing.T, mfs map[string]*dto.MetricFamily, name string, labels .
 
 func histCount(t *testing.T, mfs map[string]*dto.MetricFamily, name string) uint64 {
 	t.Helper()
-	m := metric(mfs, name)
+	m := metricstest.Find(mfs, name)
 	if m == nil {
 		t.Errorf("no histogram %s", name)
 		return 0

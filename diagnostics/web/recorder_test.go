@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/diagnostics"
+	"github.com/fcgiscope/fcgiscope/internal/metricstest"
 	"github.com/fcgiscope/fcgiscope/proxy"
 )
 
@@ -144,7 +145,7 @@ func TestObserveNeverBlocksOnAStalledSubscriber(t *testing.T) {
 		if got := r.Dropped(); got != uint64(n-subscriberBuffer) {
 			t.Errorf("Recorder.Dropped() = %d", got)
 		}
-		mfs := families(t, strings.NewReader(metricsText(t, r)))
+		mfs := metricstest.Parse(t, strings.NewReader(metricsText(t, r)))
 		if got := counter(t, mfs, "fcgiscope_admin_events_dropped_total"); got != n-subscriberBuffer {
 			t.Errorf("fcgiscope_admin_events_dropped_total = %v", got)
 		}
