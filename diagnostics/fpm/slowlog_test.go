@@ -196,7 +196,7 @@ func TestSlowlogFollowerSynthetic(t *testing.T) {
 
 	since := time.Now()
 	appendSlowlog(t, path, slowEntryText(100, "/srv/a.php", "usleep() /srv/a.php:3", "main() /srv/a.php:9"))
-	e, ok := f.Find(100, since, 3*time.Second)
+	e, ok := f.Find(100, since, 10*time.Second)
 	if !ok || e.Script != "/srv/a.php" || len(e.Frames) != 2 || e.Frames[1].Function != "main" || e.Arrived.Before(since) || e.Pool != "www" {
 		t.Fatalf("Find(100) = %+v, %v", e, ok)
 	}
@@ -213,7 +213,7 @@ func TestSlowlogFollowerSynthetic(t *testing.T) {
 	appendSlowlog(t, path, text[:cut])
 	time.Sleep(10 * time.Millisecond)
 	appendSlowlog(t, path, text[cut:])
-	if e, ok := f.Find(101, since, 3*time.Second); !ok || len(e.Frames) != 2 || e.PID != 101 {
+	if e, ok := f.Find(101, since, 10*time.Second); !ok || len(e.Frames) != 2 || e.PID != 101 {
 		t.Errorf("entry cut mid-line: %+v, %v", e, ok)
 	}
 
@@ -222,18 +222,18 @@ func TestSlowlogFollowerSynthetic(t *testing.T) {
 	text = slowEntryText(102, "/srv/c.php", "usleep() /srv/c.php:3", "main() /srv/c.php:9")
 	cut = strings.Index(text, "main()")
 	appendSlowlog(t, path, text[:cut])
-	if e, ok := f.Find(102, since, 3*time.Second); !ok || len(e.Frames) != 1 {
+	if e, ok := f.Find(102, since, 10*time.Second); !ok || len(e.Frames) != 1 {
 		t.Errorf("first part: %+v, %v", e, ok)
 	}
 	time.Sleep(2 * slowQuiet)
 	appendSlowlog(t, path, text[cut:])
-	eventually(t, 3*time.Second, "the rest of the entry", func() bool {
+	eventually(t, 10*time.Second, "the rest of the entry", func() bool {
 		e, ok := f.Find(102, since, 0)
 		return ok && len(e.Frames) == 2 && e.Frames[1].Function == "main"
 	})
 	// The next entry ends it: later frames are not added to it.
 	appendSlowlog(t, path, slowEntryText(103, "/srv/d.php")+"[0x1] late() /srv/d.php:1\n")
-	if e, ok := f.Find(103, since, 3*time.Second); !ok || len(e.Frames) != 1 {
+	if e, ok := f.Find(103, since, 10*time.Second); !ok || len(e.Frames) != 1 {
 		t.Errorf("pid 103: %+v, %v", e, ok)
 	}
 	if e, _ := f.Find(102, since, 0); len(e.Frames) != 2 {
@@ -246,7 +246,7 @@ func TestSlowlogFollowerSynthetic(t *testing.T) {
 	}
 	since = time.Now()
 	appendSlowlog(t, path, slowEntryText(200, "/srv/rotated.php", "usleep() /srv/rotated.php:1"))
-	if e, ok := f.Find(200, since, 3*time.Second); !ok || e.Script != "/srv/rotated.php" {
+	if e, ok := f.Find(200, since, 10*time.Second); !ok || e.Script != "/srv/rotated.php" {
 		t.Errorf("after rotation: %+v, %v", e, ok)
 	}
 	// copytruncate mode.
@@ -255,7 +255,7 @@ func TestSlowlogFollowerSynthetic(t *testing.T) {
 	}
 	since = time.Now()
 	appendSlowlog(t, path, slowEntryText(300, "/srv/truncated.php", "usleep() /srv/truncated.php:1"))
-	if e, ok := f.Find(300, since, 3*time.Second); !ok || e.Script != "/srv/truncated.php" {
+	if e, ok := f.Find(300, since, 10*time.Second); !ok || e.Script != "/srv/truncated.php" {
 		t.Errorf("after truncation: %+v, %v", e, ok)
 	}
 }
