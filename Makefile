@@ -30,7 +30,7 @@ demo: build
 # bench-results/. Tune with BENCH_ROUNDS, BENCH_DURATION, BENCH_CONNS.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./fcgi/ ./proxy/
-	FCGISCOPE_BENCH=1 $(GO) test -count=1 -timeout 60m -run 'TestNginxLoadRatios|TestFastCGILoadRatios|TestIdleKeptAlive|TestStreamingOneGiB' -v ./bench/ | grep -v '^    suite_test.go'
+	FCGISCOPE_BENCH=1 $(GO) test -count=1 -timeout 60m -run 'TestNginxLoadRatios|TestFastCGILoadRatios|TestIdleKeptAlive|TestStreamingOneGiB' -v ./benchmarks/ | grep -v '^    suite_test.go'
 
 # Runs every fuzz target for FUZZTIME (default 10s) each.
 fuzz:

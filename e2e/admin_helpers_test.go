@@ -11,13 +11,13 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/fcgiscope/fcgiscope/diagnostics"
-	"github.com/fcgiscope/fcgiscope/diagnostics/fpm"
-	"github.com/fcgiscope/fcgiscope/diagnostics/web"
-	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/web"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/metricstest"
+	"github.com/fcgiscope/fcgiscope/internal/proxy"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
-	"github.com/fcgiscope/fcgiscope/proxy"
 )
 
 // adminStack is nginx -> an in-process relay -> php-fpm, with the relay's

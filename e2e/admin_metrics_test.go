@@ -6,12 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgiscope/fcgiscope/diagnostics"
-	"github.com/fcgiscope/fcgiscope/diagnostics/web"
-	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/web"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/metricstest"
+	"github.com/fcgiscope/fcgiscope/internal/proxy"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
-	"github.com/fcgiscope/fcgiscope/proxy"
 )
 
 // Real traffic through nginx and php-fpm shows up in the metrics: successes,
@@ -102,9 +102,11 @@ func TestAdminMetricsCountRealTraffic(t *testing.T) {
 	if m := metricstest.Find(mfs, "fcgiscope_build_info", "version", "e2e"); m.GetGauge().GetValue() != 1 {
 		t.Error("no fcgiscope_build_info{version=e2e}")
 	}
-	// The pool's status, polled from php-fpm: 4 static workers.
+	// The pool's status, polled from php-fpm: 4 static workers. A poll
+	// made while the master was still forking them counts fewer; the
+	// next one counts them all.
 	deadline := time.Now().Add(5 * time.Second)
-	for metricstest.Find(mfs, "fcgiscope_fpm_processes_total") == nil && time.Now().Before(deadline) {
+	for metricstest.Find(mfs, "fcgiscope_fpm_processes_total").GetGauge().GetValue() != 4 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 		mfs = scrapeMetrics(t, s.adminURL)
 	}

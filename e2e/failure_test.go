@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fcgiscope/fcgiscope/internal/procfs"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
 )
 
@@ -57,8 +58,18 @@ func TestStaleSocketAfterPHPFPMWasKilled(t *testing.T) {
 	// The workers hold the listening socket too: kill them all, as the
 	// OOM killer or a kill -9 of the whole group would. The master is
 	// stopped first so that it cannot start replacements.
+	// A static pool forks its workers after its socket accepts: wait for
+	// all of them, or one forked after the kill survives and answers. The
+	// master is stopped first, so that it cannot replace them, and SIGSTOP
+	// lands asynchronously.
+	waitFor(t, "php-fpm's 4 workers", func() bool { return len(fpm.WorkerPIDs()) == 4 })
 	syscall.Kill(fpm.Pid, syscall.SIGSTOP)
-	pids := append(fpm.WorkerPIDs(), fpm.Pid)
+	waitFor(t, "php-fpm's master to stop", func() bool {
+		st, err := procfs.ReadStat(fpm.Pid)
+		return err == nil && st.State == 'T'
+	})
+	pids := fpm.WorkerPIDs()
+	pids = append(pids, fpm.Pid)
 	for _, pid := range pids {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
@@ -70,6 +81,17 @@ func TestStaleSocketAfterPHPFPMWasKilled(t *testing.T) {
 	e := s.getProblem(t, "/hello.php", "upstream_socket_stale", 502)
 	if e.problem.Evidence["errno"] != "ECONNREFUSED" {
 		t.Errorf("errno evidence %q", e.problem.Evidence["errno"])
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/fcgitest"
 )
 

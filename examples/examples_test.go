@@ -27,12 +27,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/fcgiscope/fcgiscope/diagnostics"
-	"github.com/fcgiscope/fcgiscope/diagnostics/fpm"
-	"github.com/fcgiscope/fcgiscope/fcgi"
-	"github.com/fcgiscope/fcgiscope/gateway"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/httpgateway"
+	"github.com/fcgiscope/fcgiscope/internal/proxy"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
-	"github.com/fcgiscope/fcgiscope/proxy"
 )
 
 // The files the stack is made of, relative to examples/.
@@ -961,7 +961,7 @@ func TestDemoPagesBehaveAsTheIndexSays(t *testing.T) {
 	bin := testbed.RequireFPM(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	php, err := gateway.StartFPM(ctx, gateway.FPMOptions{Binary: bin, Workers: 3, TerminateTimeout: 2 * time.Second, SlowlogTimeout: time.Second})
+	php, err := httpgateway.StartFPM(ctx, httpgateway.FPMOptions{Binary: bin, Workers: 3, TerminateTimeout: 2 * time.Second, SlowlogTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -979,7 +979,7 @@ func TestDemoPagesBehaveAsTheIndexSays(t *testing.T) {
 	classifier := &diagnostics.Classifier{Pool: conf.PoolFor(php.Addr), Log: follower, LogWait: time.Second}
 	rec := &outcomes{c: classifier, m: map[string]outcome{}}
 	root, _ := filepath.Abs("php")
-	g := &gateway.Gateway{Root: root, Upstream: php.Addr, TryFiles: true, HoldBytes: 64 << 10,
+	g := &httpgateway.Gateway{Root: root, Upstream: php.Addr, TryFiles: true, HoldBytes: 64 << 10,
 		Responder: &diagnostics.Responder{Classifier: classifier}, Observer: rec}
 	srv := httptest.NewServer(g)
 	defer srv.Close()

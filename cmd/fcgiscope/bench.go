@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fcgiscope/fcgiscope/fcgi"
-	"github.com/fcgiscope/fcgiscope/loadgen"
+	"github.com/fcgiscope/fcgiscope/internal/bench"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
 const benchUsageText = `Usage: fcgiscope bench --upstream ADDR --script /path/to/script.php [flags]
@@ -75,7 +75,7 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	fmt.Fprintf(stderr, "fcgiscope bench: %s%s, %d workers, against %s %s\n", limit, warm, cfg.Concurrency, cfg.Upstream, cfg.Script)
 
-	res, err := loadgen.Run(ctx, cfg)
+	res, err := bench.Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "fcgiscope bench: %v\n", err)
 		return exitUsage
@@ -106,10 +106,10 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	return exitOK
 }
 
-// parseBenchArgs turns the arguments into a loadgen.Config and the output
+// parseBenchArgs turns the arguments into a bench.Config and the output
 // format, or explains what is wrong with them. For -h it writes the usage to
 // help and returns flag.ErrHelp.
-func parseBenchArgs(args []string, help io.Writer) (loadgen.Config, string, error) {
+func parseBenchArgs(args []string, help io.Writer) (bench.Config, string, error) {
 	var f benchFlags
 	fset := flag.NewFlagSet("bench", flag.ContinueOnError)
 	// Problems are reported by the caller, in one place.
@@ -117,12 +117,12 @@ func parseBenchArgs(args []string, help io.Writer) (loadgen.Config, string, erro
 	fset.Usage = func() {}
 	fset.StringVar(&f.upstream, "upstream", "", "FastCGI address to load: host:port or unix:/path (required)")
 	fset.StringVar(&f.script, "script", "", "absolute path of the script, sent as SCRIPT_FILENAME; a ?query is sent as QUERY_STRING (required)")
-	fset.IntVar(&f.concurrency, "c", loadgen.DefaultConcurrency, "number of workers, each with its own connection")
+	fset.IntVar(&f.concurrency, "c", bench.DefaultConcurrency, "number of workers, each with its own connection")
 	fset.DurationVar(&f.duration, "d", 0, "length of the measured run, as in 10s or 1m (default 10s unless -n is given)")
 	fset.IntVar(&f.requests, "n", 0, "number of measured requests, shared by the workers")
 	fset.BoolVar(&f.keepConn, "keep-conn", false, "set FCGI_KEEP_CONN and reuse each worker's connection; otherwise every request connects anew")
-	fset.IntVar(&f.bodySize, "body-size", 0, "bytes of request body sent as STDIN (deterministic content, see loadgen.Body)")
-	fset.StringVar(&f.method, "method", loadgen.DefaultMethod, "REQUEST_METHOD")
+	fset.IntVar(&f.bodySize, "body-size", 0, "bytes of request body sent as STDIN (deterministic content, see bench.Body)")
+	fset.StringVar(&f.method, "method", bench.DefaultMethod, "REQUEST_METHOD")
 	fset.Func("param", "`NAME=VALUE` to send in PARAMS, replacing a default of that name; repeatable", func(v string) error {
 		name, value, ok := strings.Cut(v, "=")
 		if !ok || name == "" {
@@ -131,13 +131,13 @@ func parseBenchArgs(args []string, help io.Writer) (loadgen.Config, string, erro
 		f.params = append(f.params, fcgi.Pair{Name: name, Value: value})
 		return nil
 	})
-	fset.StringVar(&f.expectStatus, "expect-status", strconv.Itoa(loadgen.DefaultStatus), "CGI status every response must have, or \"any\"")
+	fset.StringVar(&f.expectStatus, "expect-status", strconv.Itoa(bench.DefaultStatus), "CGI status every response must have, or \"any\"")
 	fset.StringVar(&f.sha, "expect-body-sha256", "", "hex SHA-256 every response body must have")
 	fset.StringVar(&f.prefix, "expect-body-prefix", "", "text every response body must start with")
 	fset.DurationVar(&f.warmup, "warmup", 0, "period before the measured one whose requests are not counted (default 1s with -d, 0 with -n)")
 	fset.StringVar(&f.format, "format", "text", "output format: text or json")
-	fset.DurationVar(&f.timeout, "timeout", loadgen.DefaultTimeout, "fail a request without END_REQUEST after this long")
-	fset.DurationVar(&f.connectTimeout, "connect-timeout", loadgen.DefaultDialTimeout, "fail a connection attempt after this long")
+	fset.DurationVar(&f.timeout, "timeout", bench.DefaultTimeout, "fail a request without END_REQUEST after this long")
+	fset.DurationVar(&f.connectTimeout, "connect-timeout", bench.DefaultDialTimeout, "fail a connection attempt after this long")
 
 	if err := fset.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -145,7 +145,7 @@ func parseBenchArgs(args []string, help io.Writer) (loadgen.Config, string, erro
 			fset.SetOutput(help)
 			fset.PrintDefaults()
 		}
-		return loadgen.Config{}, "", err
+		return bench.Config{}, "", err
 	}
 	set := make(map[string]bool)
 	fset.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
@@ -155,7 +155,7 @@ func parseBenchArgs(args []string, help io.Writer) (loadgen.Config, string, erro
 	if fset.NArg() > 0 {
 		bad("bench takes no arguments, got %q; settings are flags such as --script", fset.Args())
 	}
-	cfg := loadgen.Config{
+	cfg := bench.Config{
 		Script:           f.script,
 		Concurrency:      f.concurrency,
 		Requests:         f.requests,
@@ -214,7 +214,7 @@ func parseBenchArgs(args []string, help io.Writer) (loadgen.Config, string, erro
 		bad("--method %q is not an HTTP method", f.method)
 	}
 	if f.expectStatus == "any" {
-		cfg.ExpectStatus = loadgen.AnyStatus
+		cfg.ExpectStatus = bench.AnyStatus
 	} else if n, err := strconv.Atoi(f.expectStatus); err != nil || n < 100 || n > 999 {
 		bad("--expect-status %q: want a three-digit status such as 200, or \"any\"", f.expectStatus)
 	} else {

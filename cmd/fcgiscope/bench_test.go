@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
 )
 

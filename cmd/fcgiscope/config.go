@@ -15,8 +15,8 @@ import (
 	"github.com/caarlos0/env/v11"
 	"github.com/rs/zerolog"
 
-	"github.com/fcgiscope/fcgiscope/diagnostics"
-	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
 // serveConfig is the configuration of `fcgiscope serve`. Every field is read

@@ -10,7 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/fcgiscope/fcgiscope/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
 )
 
 func TestConfigFlagsOverrideEnvironmentAndDefaultsApply(t *testing.T) {

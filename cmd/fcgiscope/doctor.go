@@ -8,8 +8,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/fcgiscope/fcgiscope/diagnostics/doctor"
-	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/doctor"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
 const doctorUsage = `Usage: fcgiscope doctor [flags]

@@ -17,10 +17,10 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/fcgiscope/fcgiscope/diagnostics"
-	"github.com/fcgiscope/fcgiscope/diagnostics/fpm"
-	"github.com/fcgiscope/fcgiscope/fcgi"
-	"github.com/fcgiscope/fcgiscope/gateway"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/httpgateway"
 )
 
 // httpConfig is the configuration of `fcgiscope http`, read like serve's:
@@ -130,7 +130,7 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 		if cfg.FPM != "auto" {
 			bin = cfg.FPM
 		}
-		php, err := gateway.StartFPM(ctx, gateway.FPMOptions{Binary: bin, Workers: cfg.FPMWorkers, Env: environ})
+		php, err := httpgateway.StartFPM(ctx, httpgateway.FPMOptions{Binary: bin, Workers: cfg.FPMWorkers, Env: environ})
 		if err != nil {
 			log.Error().Err(err).Msg("cannot start php-fpm")
 			return exitFailure
@@ -182,7 +182,7 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 		// a dead worker costs nothing and survives a loaded machine.
 		LogWait: time.Second,
 	}
-	gw := &gateway.Gateway{
+	gw := &httpgateway.Gateway{
 		Root:           cfg.Root,
 		Upstream:       upstream,
 		Index:          cfg.index,

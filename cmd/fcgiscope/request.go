@@ -16,10 +16,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fcgiscope/fcgiscope/diagnostics"
-	"github.com/fcgiscope/fcgiscope/diagnostics/fpm"
-	"github.com/fcgiscope/fcgiscope/fcgi"
-	"github.com/fcgiscope/fcgiscope/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/proxy"
 )
 
 const requestUsage = `Usage: fcgiscope request [flags] /script.php?query

@@ -13,11 +13,11 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/fcgiscope/fcgiscope/diagnostics"
-	"github.com/fcgiscope/fcgiscope/diagnostics/fpm"
-	"github.com/fcgiscope/fcgiscope/diagnostics/web"
-	"github.com/fcgiscope/fcgiscope/fcgi"
-	"github.com/fcgiscope/fcgiscope/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/web"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/proxy"
 )
 
 // serve runs the sidecar until ctx ends, then drains.

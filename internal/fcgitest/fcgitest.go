@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/fcgiscope/fcgiscope/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
 // Serve listens on a new unix socket and runs handle on each connection,

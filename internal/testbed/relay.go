@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgiscope/fcgiscope/fcgi"
-	"github.com/fcgiscope/fcgiscope/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/proxy"
 )
 
 // Relay is a relay running inside the test process, for tests that need to

@@ -1,0 +1,105 @@
+// Package diagnostics turns the relay's Traces into explanations: the cause
+// catalogue, the classifier, the error responses and the access log.
+package diagnostics
+
+import (
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fcgiscope/fcgiscope/internal/proxy"
+)
+
+// AccessLog writes one log line per finished request. Its zero value
+// discards them.
+type AccessLog struct {
+	Log zerolog.Logger
+	// Classifier explains failures; nil means a Classifier without
+	// php-fpm knowledge.
+	Classifier *Classifier
+}
+
+var _ proxy.Observer = (*AccessLog)(nil)
+
+// Observe logs t: at info when it went well, warn when php-fpm completed it
+// with a problem, error when it failed.
+func (a *AccessLog) Observe(t *proxy.Trace) {
+	c := a.Classifier
+	if c == nil {
+		c = &Classifier{}
+	}
+	d := c.Diagnose(t)
+	ev := a.Log.Info()
+	switch {
+	case t.Err != nil && d.Cause == CauseClientAborted:
+		ev = a.Log.Warn()
+	case t.Err != nil:
+		ev = a.Log.Error()
+	case d != nil:
+		ev = a.Log.Warn()
+	}
+	if ev == nil {
+		return
+	}
+	status := t.Status
+	outcome := "ok"
+	if d != nil {
+		outcome = d.Cause.ID
+		if t.Err != nil && status == 0 {
+			status = d.Cause.Status
+		}
+	}
+	ev = ev.Str("request_id", t.RequestID).
+		Uint64("conn", t.ConnID).
+		Str("method", t.Method).
+		Str("uri", t.URI).
+		Str("script", t.Script).
+		Int("status", status).
+		Str("outcome", outcome).
+		Str("upstream", t.Upstream.String()).
+		Float64("duration_ms", ms(t.Duration())).
+		Float64("connect_ms", ms(t.ConnectTime())).
+		Float64("ttfb_ms", ms(t.TimeToFirstByte())).
+		Int64("bytes_in", t.BytesIn).
+		Int64("bytes_out", t.BytesOut)
+	if !t.QueueStart.IsZero() {
+		ev = ev.Float64("queue_ms", ms(t.QueueTime()))
+	}
+	if t.DialAttempts > 1 {
+		ev = ev.Int("dial_attempts", t.DialAttempts)
+	}
+	if t.Resent > 0 {
+		ev = ev.Int("resent", t.Resent)
+	}
+	if t.UpstreamReused {
+		// connect_ms is then the check that the kept connection is
+		// still open, not a connect.
+		ev = ev.Bool("upstream_reused", true)
+	}
+	if d != nil {
+		ev = ev.Str("cause", d.Cause.ID).
+			Str("detail", d.Detail).
+			Strs("hints", d.Hints).
+			Str("phase", string(t.Phase())).
+			Bool("truncated", t.Truncated).
+			Bool("replaced", t.Replaced)
+		if len(d.Evidence) > 0 {
+			dict := zerolog.Dict()
+			for _, k := range slices.Sorted(maps.Keys(d.Evidence)) {
+				dict = dict.Str(k, d.Evidence[k])
+			}
+			ev = ev.Dict("evidence", dict)
+		}
+		if d.FPMPid != 0 {
+			ev = ev.Int("fpm_pid", d.FPMPid)
+		}
+	}
+	ev.Msg("request")
+}
+
+// ms converts d to milliseconds with microsecond precision.
+func ms(d time.Duration) float64 {
+	return float64(d.Microseconds()) / 1000
+}

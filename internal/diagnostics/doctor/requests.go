@@ -1,0 +1,433 @@
+package doctor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/proxy"
+)
+
+// exchange is one FastCGI request the doctor sent, as a Trace the
+// classifier can explain.
+type exchange struct {
+	trace *proxy.Trace
+	body  []byte
+	took  time.Duration
+}
+
+// send sends one GET request with params to addr.
+func (c *checkup) send(ctx context.Context, addr fcgi.Addr, params []fcgi.Pair) *exchange {
+	t := &proxy.Trace{Upstream: addr, Method: "GET", FCGIRequestID: 1, Role: fcgi.RoleResponder}
+	for _, p := range params {
+		switch p.Name {
+		case "SCRIPT_FILENAME":
+			t.Script = p.Value
+		case "REQUEST_URI":
+			t.URI = p.Value
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.d.timeout())
+	defer cancel()
+	start := time.Now()
+	t.Accepted, t.ParamsDone, t.DialStart = start, start, start
+	cl := &fcgi.Client{Addr: addr, DialTimeout: c.d.timeout()}
+	resp, err := cl.Do(ctx, &fcgi.Request{Params: params})
+	t.End = time.Now()
+	x := &exchange{trace: t, took: t.End.Sub(start)}
+	if resp == nil {
+		if err != nil {
+			t.Err = &proxy.DialError{Addr: addr, Err: errors.Unwrap(err)}
+		}
+		return x
+	}
+	t.DialEnd = start.Add(resp.Connect)
+	t.StdinDone = t.DialEnd
+	if resp.FirstByte > 0 {
+		t.FirstByte = start.Add(resp.FirstByte)
+	}
+	t.Stderr = resp.Stderr
+	t.UpstreamBytes = int64(len(resp.Stdout))
+	t.Status, x.body = splitCGI(resp.Stdout)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		t.Err = fmt.Errorf("%w (%s)", proxy.ErrReadTimeout, c.d.timeout())
+	case err != nil:
+		t.Err = err
+	case resp.End.ProtocolStatus != fcgi.StatusRequestComplete:
+		t.Err = &proxy.RejectedError{Status: resp.End.ProtocolStatus}
+	default:
+		t.Ended, t.EndRequest = true, resp.End
+	}
+	return x
+}
+
+// splitCGI returns the status and the body of a CGI response.
+func splitCGI(out []byte) (int, []byte) {
+	end, sep := bytes.Index(out, []byte("\r\n\r\n")), 4
+	if e := bytes.Index(out, []byte("\n\n")); e >= 0 && (end < 0 || e < end) {
+		end, sep = e, 2
+	}
+	if end < 0 {
+		return 0, nil
+	}
+	status := 200
+	for _, line := range strings.Split(string(out[:end]), "\n") {
+		name, value, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && strings.EqualFold(name, "Status") {
+			if f := strings.Fields(value); len(f) > 0 {
+				if n, err := strconv.Atoi(f[0]); err == nil {
+					status = n
+				}
+			}
+		}
+	}
+	return status, out[end+sep:]
+}
+
+// pingPools sends each pool with ping.path its ping request: php-fpm
+// answers it itself, so it proves a worker is free to take requests.
+func (c *checkup) pingPools(ctx context.Context) {
+	if c.fpm == nil {
+		return
+	}
+	for _, p := range c.fpm.Pools {
+		if p.PingPath == "" || p.ListenAddr.IsZero() {
+			continue
+		}
+		addr := dialable(p.ListenAddr)
+		pr := c.probes[addr]
+		if pr == nil || !pr.OK {
+			continue
+		}
+		x := c.send(ctx, addr, []fcgi.Pair{
+			{Name: "GATEWAY_INTERFACE", Value: "CGI/1.1"},
+			{Name: "SERVER_SOFTWARE", Value: "fcgiscope-doctor"},
+			{Name: "SERVER_PROTOCOL", Value: "HTTP/1.1"},
+			{Name: "REQUEST_METHOD", Value: "GET"},
+			{Name: "SCRIPT_NAME", Value: p.PingPath},
+			{Name: "SCRIPT_FILENAME", Value: p.PingPath},
+			{Name: "REQUEST_URI", Value: p.PingPath},
+			{Name: "DOCUMENT_URI", Value: p.PingPath},
+			{Name: "QUERY_STRING", Value: ""},
+			{Name: "REMOTE_ADDR", Value: "127.0.0.1"},
+		})
+		pr.Ping = p.PingPath
+		pr.PingMS = ms(x.took)
+		t := x.trace
+		ok := t.Err == nil && t.Status == 200 && strings.TrimSpace(string(x.body)) == p.PingResponse
+		if ok {
+			pr.PingResult = strings.TrimSpace(string(x.body))
+		} else {
+			f := Finding{ID: "ping_failed", Severity: SeverityWarning,
+				Title: fmt.Sprintf("Pool %s does not answer its ping %s with %q", p.Name, p.PingPath, p.PingResponse),
+				FPM:   []*Location{settingLoc(p.Settings["ping.path"])},
+			}
+			if t.Err != nil {
+				d := (&diagnostics.Classifier{Pool: p}).Diagnose(t)
+				f.Cause, f.Detail = d.Cause.ID, d.Detail
+				pr.PingResult = d.Cause.ID
+			} else {
+				pr.PingResult = fmt.Sprintf("HTTP %d %q", t.Status, truncate(string(x.body), 80))
+				f.Detail = fmt.Sprintf("It answered %s after %s.", pr.PingResult, fmtMS(x.took))
+			}
+			f.Impact = "Health checks that use the ping page mark php-fpm down."
+			f.Fix = "Check php-fpm's error log; the ping is answered by php-fpm itself, so a failure means the pool cannot take requests."
+			c.add(f)
+		}
+		c.syncProbe(addr)
+	}
+}
+
+// syncProbe copies a probe's later results into the report.
+func (c *checkup) syncProbe(addr fcgi.Addr) {
+	s := addr.String()
+	for i := range c.report.Probes {
+		if c.report.Probes[i].Addr == s {
+			c.report.Probes[i] = *c.probes[addr]
+		}
+	}
+}
+
+func fmtMS(d time.Duration) string { return fmt.Sprintf("%.1f ms", ms(d)) }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// probeScripts asks every PHP location for ProbeScript with the params
+// nginx would send, and checks that php-fpm finds and runs it.
+func (c *checkup) probeScripts(ctx context.Context) {
+	script := c.d.ProbeScript
+	if script == "" {
+		return
+	}
+	u, err := url.Parse(script)
+	if err != nil || !strings.HasPrefix(u.Path, "/") {
+		c.notChecked("--probe-script %q: give a path such as /index.php", script)
+		return
+	}
+	sent := 0
+	if c.ngx == nil {
+		// An address alone: no nginx to copy the params from, so the
+		// script path is taken as php-fpm sees it.
+		for _, t := range c.targets {
+			if pr := c.probes[t.addr]; pr != nil && pr.OK {
+				params := basicParams(u, u.Path, "", filepath.Dir(u.Path))
+				c.judgeProbe(ctx, t.addr, nil, params, u.Path)
+				sent++
+			}
+		}
+	} else {
+		seen := map[string]bool{}
+		for _, p := range c.ngx.passes {
+			if !locationMatches(p.location, u.Path) {
+				continue
+			}
+			params, unknown := c.nginxParams(p, u)
+			for _, t := range c.targets {
+				if !containsPass(t.passes, p) {
+					continue
+				}
+				key := t.addr.String() + "\x00" + paramValue(params, "SCRIPT_FILENAME")
+				if pr := c.probes[t.addr]; pr == nil || !pr.OK || seen[key] {
+					continue
+				}
+				seen[key] = true
+				if len(unknown) > 0 {
+					c.notChecked("--probe-script through %s:%d: nginx variables %s were sent empty", p.dir.file, p.dir.line, strings.Join(unknown, ", "))
+				}
+				c.judgeProbe(ctx, t.addr, p, params, u.Path)
+				sent++
+			}
+		}
+	}
+	if sent == 0 {
+		c.notChecked("--probe-script %s: no PHP location that matches it passes to an address that answers", script)
+	}
+}
+
+func containsPass(ps []*pass, p *pass) bool {
+	for _, x := range ps {
+		if x == p {
+			return true
+		}
+	}
+	return false
+}
+
+func paramValue(ps []fcgi.Pair, name string) string {
+	for _, p := range ps {
+		if p.Name == name {
+			return p.Value
+		}
+	}
+	return ""
+}
+
+func (c *checkup) judgeProbe(ctx context.Context, addr fcgi.Addr, p *pass, params []fcgi.Pair, path string) {
+	x := c.send(ctx, addr, params)
+	t := x.trace
+	var pool *fpm.Pool
+	if c.fpm != nil {
+		pool = c.fpm.PoolFor(addr)
+	}
+	d := (&diagnostics.Classifier{Pool: pool}).Diagnose(t)
+	via := "sent directly, as php-fpm's own path"
+	var nginxLocs []*Location
+	if p != nil {
+		via = fmt.Sprintf("built as %s (%s:%d) would send it", describeLocation(p.location), p.location.file, p.location.line)
+		nginxLocs = []*Location{p.location.loc(), p.dir.loc()}
+	}
+	result := fmt.Sprintf("%s -> HTTP %d in %s", path, t.Status, fmtMS(x.took))
+	if d != nil {
+		result = fmt.Sprintf("%s -> %s", path, d.Cause.ID)
+	}
+	if pr := c.probes[addr]; pr != nil {
+		pr.Via = appendUnique(pr.Via, "probe "+result)
+		c.syncProbe(addr)
+	}
+	if d == nil {
+		return
+	}
+	f := Finding{ID: "probe_failed", Severity: SeverityError, Cause: d.Cause.ID, Nginx: nginxLocs,
+		Title:  fmt.Sprintf("GET %s to %s fails: %s", path, addr, d.Cause.Title),
+		Detail: fmt.Sprintf("The request was %s, with SCRIPT_FILENAME %q. %s", via, t.Script, d.Detail),
+		Impact: "Real requests for this script fail the same way.",
+		Fix:    strings.Join(d.Hints, " "),
+	}
+	if d.Cause == diagnostics.CauseScriptNotFound {
+		f.ID = "script_filename"
+		f.Title = fmt.Sprintf("php-fpm does not find %s: \"Primary script unknown\"", path)
+		f.Impact = fmt.Sprintf("Requests for %s get 404 \"File not found.\" from php-fpm, although the script exists for nginx's try_files or for you.", path)
+		if p != nil && p.rootDir != nil {
+			f.Nginx = append(f.Nginx, p.rootDir.loc())
+			f.Fix = fmt.Sprintf("Make SCRIPT_FILENAME (%q) name the file as php-fpm sees it: check %s at %s:%d against where %s is for php-fpm's user, chroot (%s) or container.", t.Script, p.rootDir.text(), p.rootDir.file, p.rootDir.line, path, chrootOf(pool))
+		} else if t.Script == "" {
+			f.Fix = "Send SCRIPT_FILENAME: see the script_filename finding about this location."
+		}
+	}
+	c.add(f)
+}
+
+func chrootOf(p *fpm.Pool) string {
+	if p == nil || p.Chroot == "" {
+		return "none"
+	}
+	return p.Chroot
+}
+
+func appendUnique(ss []string, s string) []string {
+	for _, x := range ss {
+		if x == s {
+			return ss
+		}
+	}
+	return append(ss, s)
+}
+
+func basicParams(u *url.URL, scriptFilename, pathInfo, root string) []fcgi.Pair {
+	uri := u.EscapedPath()
+	if u.RawQuery != "" {
+		uri += "?" + u.RawQuery
+	}
+	ps := []fcgi.Pair{
+		{Name: "SCRIPT_FILENAME", Value: scriptFilename},
+		{Name: "QUERY_STRING", Value: u.RawQuery},
+		{Name: "REQUEST_METHOD", Value: "GET"},
+		{Name: "CONTENT_TYPE", Value: ""},
+		{Name: "CONTENT_LENGTH", Value: ""},
+		{Name: "SCRIPT_NAME", Value: u.Path},
+		{Name: "REQUEST_URI", Value: uri},
+		{Name: "DOCUMENT_URI", Value: u.Path},
+		{Name: "DOCUMENT_ROOT", Value: root},
+		{Name: "SERVER_PROTOCOL", Value: "HTTP/1.1"},
+		{Name: "GATEWAY_INTERFACE", Value: "CGI/1.1"},
+		{Name: "SERVER_SOFTWARE", Value: "fcgiscope-doctor"},
+		{Name: "REMOTE_ADDR", Value: "127.0.0.1"},
+		{Name: "SERVER_NAME", Value: "localhost"},
+		{Name: "SERVER_PORT", Value: "80"},
+		{Name: "REDIRECT_STATUS", Value: "200"},
+	}
+	if pathInfo != "" {
+		ps = append(ps, fcgi.Pair{Name: "PATH_INFO", Value: pathInfo})
+	}
+	return ps
+}
+
+var nginxVar = regexp.MustCompile(`\$(\{[A-Za-z0-9_]+\}|[A-Za-z0-9_]+)`)
+
+// nginxParams evaluates the fastcgi_param lines in effect at p for a GET of
+// u, as nginx would: the variables a PHP location uses are worked out from
+// the location's root and fastcgi_split_path_info; others are sent empty
+// and returned.
+func (c *checkup) nginxParams(p *pass, u *url.URL) ([]fcgi.Pair, []string) {
+	path := u.Path
+	script, pathInfo := path, ""
+	if p.split != "" {
+		if re, err := regexp.Compile(p.split); err == nil {
+			if m := re.FindStringSubmatch(path); len(m) >= 3 {
+				script, pathInfo = m[1], m[2]
+			}
+		}
+	}
+	if strings.HasSuffix(script, "/") && p.index != "" {
+		script += p.index
+	}
+	root := p.root
+	if !filepath.IsAbs(root) {
+		root = filepath.Join("/usr/share/nginx", root) // Debian's --prefix
+	}
+	uri := u.EscapedPath()
+	if u.RawQuery != "" {
+		uri += "?" + u.RawQuery
+	}
+	host := "localhost"
+	for _, n := range p.names {
+		if n != "_" && n != "" && !strings.ContainsAny(n, "*~") {
+			host = n
+			break
+		}
+	}
+	realRoot := root
+	if r, err := filepath.EvalSymlinks(rootFS(c.d.Root).path(root)); err == nil && c.d.Root == "" {
+		realRoot = r
+	}
+	vars := map[string]string{
+		"document_root": root, "realpath_root": realRoot,
+		"fastcgi_script_name": script, "fastcgi_path_info": pathInfo, "path_info": pathInfo,
+		"uri": path, "document_uri": path, "request_uri": uri,
+		"query_string": u.RawQuery, "args": u.RawQuery, "is_args": "",
+		"request_method": "GET", "content_type": "", "content_length": "",
+		"server_protocol": "HTTP/1.1", "scheme": "http", "https": "",
+		"remote_addr": "127.0.0.1", "remote_port": "0", "remote_user": "",
+		"server_addr": "127.0.0.1", "server_port": "80", "server_name": host, "host": host, "http_host": host,
+		"nginx_version": "", "request_id": "fcgiscope-doctor", "request_filename": root + script,
+		"http_user_agent": "fcgiscope-doctor",
+	}
+	if u.RawQuery != "" {
+		vars["is_args"] = "?"
+	}
+	unknown := map[string]bool{}
+	var out []fcgi.Pair
+	for _, fp := range p.params {
+		v := nginxVar.ReplaceAllStringFunc(fp.value, func(m string) string {
+			name := strings.Trim(m[1:], "{}")
+			if val, ok := vars[name]; ok {
+				return val
+			}
+			unknown["$"+name] = true
+			return ""
+		})
+		if v == "" && hasArg(fp.dir, "if_not_empty") {
+			continue
+		}
+		out = append(out, fcgi.Pair{Name: fp.name, Value: v})
+	}
+	out = append(out, fcgi.Pair{Name: "HTTP_HOST", Value: host})
+	var names []string
+	for n := range unknown {
+		names = append(names, n)
+	}
+	return out, names
+}
+
+// locationMatches reports whether a location (or the location around an
+// if block) would take path. Regular expressions are read as Go's, which
+// agree with PCRE on what PHP locations use; one Go cannot read counts as
+// a match.
+func locationMatches(loc *ndir, path string) bool {
+	if loc == nil || loc.name != "location" || len(loc.args) == 0 {
+		return true
+	}
+	mod, pat := "", loc.args[0]
+	if len(loc.args) >= 2 {
+		mod, pat = loc.args[0], loc.args[1]
+	}
+	switch mod {
+	case "=":
+		return path == pat
+	case "~", "~*":
+		if mod == "~*" {
+			pat = "(?i)" + pat
+		}
+		re, err := regexp.Compile(pat)
+		return err != nil || re.MatchString(path)
+	case "^~", "":
+		return strings.HasPrefix(path, pat)
+	}
+	return strings.HasPrefix(path, pat)
+}

@@ -1,0 +1,69 @@
+package diagnostics
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/hostprobe"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+)
+
+// Finder looks for the FastCGI servers that do answer on this host, so that
+// a refused or missing upstream can be answered with the address that would
+// work. A scan probes every listening socket, so results are kept for a
+// while: a php-fpm that is down fails every request, and one scan must serve
+// them all.
+type Finder struct {
+	// Exclude lists fcgiscope's own listeners, which answer FastCGI too.
+	Exclude []fcgi.Addr
+	// TTL is how long a scan is reused; 0 means 10 seconds.
+	TTL time.Duration
+	// Timeout bounds one scan; 0 means 500 ms.
+	Timeout time.Duration
+
+	mu     sync.Mutex
+	at     time.Time
+	cached []hostprobe.Responder
+}
+
+func (f *Finder) ttl() time.Duration {
+	if f.TTL > 0 {
+		return f.TTL
+	}
+	return 10 * time.Second
+}
+
+func (f *Finder) timeout() time.Duration {
+	if f.Timeout > 0 {
+		return f.Timeout
+	}
+	return 500 * time.Millisecond
+}
+
+// Responders returns the FastCGI servers listening on this host.
+func (f *Finder) Responders() []hostprobe.Responder {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.at.IsZero() && time.Since(f.at) < f.ttl() {
+		return f.cached
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), f.timeout())
+	defer cancel()
+	// A partial list is still worth probing.
+	cands, _ := hostprobe.Listening()
+	f.cached = hostprobe.FindFastCGI(ctx, cands, f.Exclude...)
+	f.at = time.Now()
+	return f.cached
+}
+
+// Nearby returns the FastCGI servers among the unix sockets near path.
+func (f *Finder) Nearby(path string) []fcgi.Addr {
+	ctx, cancel := context.WithTimeout(context.Background(), f.timeout())
+	defer cancel()
+	var addrs []fcgi.Addr
+	for _, r := range hostprobe.FindFastCGI(ctx, hostprobe.Nearby(path), f.Exclude...) {
+		addrs = append(addrs, r.Addr)
+	}
+	return addrs
+}

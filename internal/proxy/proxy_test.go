@@ -1,0 +1,548 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/fcgitest"
+)
+
+// traces collects the Traces an Observer receives.
+type traces struct {
+	mu   sync.Mutex
+	list []Trace
+	ch   chan struct{}
+}
+
+func newTraces() *traces { return &traces{ch: make(chan struct{}, 1000)} }
+
+func (o *traces) Observe(t *Trace) {
+	o.mu.Lock()
+	o.list = append(o.list, *t)
+	o.mu.Unlock()
+	o.ch <- struct{}{}
+}
+
+// next waits for the next Trace.
+func (o *traces) next(t *testing.T) Trace {
+	t.Helper()
+	select {
+	case <-o.ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no request was observed within 5s")
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.list[len(o.list)-1]
+}
+
+// upstreamFunc handles one upstream connection of a fake application.
+type upstreamFunc func(t testing.TB, conn net.Conn)
+
+// fakeUpstream starts a FastCGI application made of h on a unix socket.
+func fakeUpstream(t testing.TB, h upstreamFunc) fcgi.Addr {
+	t.Helper()
+	return fcgitest.Serve(t, func(conn net.Conn) { h(t, conn) })
+}
+
+// echoUpstream answers every request with the sha256 of its body and the
+// value of the ECHO param.
+func echoUpstream(t testing.TB, conn net.Conn) {
+	r := fcgi.NewReader(conn)
+	w := fcgi.NewWriter(conn)
+	id, params, body, err := fcgitest.ReadRequest(r)
+	if err != nil {
+		return
+	}
+	sum := sha256.Sum256(body)
+	w.WriteStream(fcgi.TypeStderr, id, []byte("note on stderr\n"))
+	w.WriteStream(fcgi.TypeStdout, id, []byte("Status: 201 Created\r\nContent-Type: text/plain\r\n\r\n"+params["ECHO"]+" "+hex.EncodeToString(sum[:])))
+	w.EndStream(fcgi.TypeStdout, id)
+	w.WriteEndRequest(id, fcgi.EndRequest{AppStatus: 7})
+	w.Flush()
+}
+
+// startProxy runs a Server relaying to up and returns its address.
+func startProxy(t *testing.T, srv *Server) fcgi.Addr {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "fsd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	addr := fcgi.Addr{Network: "unix", Address: filepath.Join(dir, "down.sock")}
+	ln, err := Listen(addr, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-done; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	return addr
+}
+
+func newReq(params ...string) *fcgi.Request {
+	req := &fcgi.Request{}
+	for i := 0; i+1 < len(params); i += 2 {
+		req.Params = append(req.Params, fcgi.Pair{Name: params[i], Value: params[i+1]})
+	}
+	return req
+}
+
+func TestRelayForwardsRequestAndResponseUnchanged(t *testing.T) {
+	obs := newTraces()
+	srv := &Server{Upstream: fakeUpstream(t, echoUpstream), Observer: obs, HoldBytes: 65536}
+	addr := startProxy(t, srv)
+
+	body := bytes.Repeat([]byte("0123456789abcdef"), 300000) // 4.8 MB, many records
+	req := newReq("ECHO", "hi", "REQUEST_METHOD", "POST", "REQUEST_URI", "/up.php?x=1", "HTTP_X_REQUEST_ID", "abc-123")
+	req.Stdin = bytes.NewReader(body)
+	resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), req)
+	if err != nil {
+		t.Fatalf("request through the relay failed: %v", err)
+	}
+	sum := sha256.Sum256(body)
+	want := "Status: 201 Created\r\nContent-Type: text/plain\r\n\r\nhi " + hex.EncodeToString(sum[:])
+	if string(resp.Stdout) != want {
+		t.Errorf("stdout = %q, want %q", resp.Stdout, want)
+	}
+	if string(resp.Stderr) != "note on stderr\n" {
+		t.Errorf("stderr = %q", resp.Stderr)
+	}
+	if resp.End.AppStatus != 7 {
+		t.Errorf("app status = %d, want the upstream's 7", resp.End.AppStatus)
+	}
+	tr := obs.next(t)
+	if tr.Err != nil || tr.Status != 201 || tr.RequestID != "abc-123" || tr.Method != "POST" || tr.URI != "/up.php?x=1" {
+		t.Errorf("trace = err %v status %d id %q method %q uri %q", tr.Err, tr.Status, tr.RequestID, tr.Method, tr.URI)
+	}
+	if tr.BytesIn != int64(len(body)) || tr.BytesOut != int64(len(want)) {
+		t.Errorf("bytes in/out = %d/%d, want %d/%d", tr.BytesIn, tr.BytesOut, len(body), len(want))
+	}
+	if string(tr.Stderr) != "note on stderr\n" {
+		t.Errorf("trace stderr = %q", tr.Stderr)
+	}
+	if tr.DialEnd.IsZero() || tr.FirstByte.IsZero() || tr.End.Before(tr.FirstByte) || tr.StdinDone.IsZero() {
+		t.Errorf("timeline incomplete: %+v", tr)
+	}
+}
+
+func TestKeepConnServesSequentialRequestsOnOneConnection(t *testing.T) {
+	obs := newTraces()
+	addr := startProxy(t, &Server{Upstream: fakeUpstream(t, echoUpstream), Observer: obs})
+	conn, err := net.Dial(addr.Network, addr.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for i := range 50 {
+		req := newReq("ECHO", "n")
+		req.KeepConn = true
+		req.Stdin = strings.NewReader("body")
+		var out, errOut bytes.Buffer
+		if _, err := fcgi.RoundTrip(conn, req, &out, &errOut); err != nil {
+			t.Fatalf("request %d on the kept connection: %v", i, err)
+		}
+		if !strings.HasSuffix(out.String(), "n "+hexSHA("body")) {
+			t.Fatalf("request %d: stdout %q", i, out.String())
+		}
+		obs.next(t)
+	}
+}
+
+func hexSHA(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func TestGetValuesIsAnsweredByTheRelay(t *testing.T) {
+	addr := startProxy(t, &Server{Upstream: fcgi.Addr{Network: "unix", Address: "/nonexistent/php.sock"}})
+	v, err := (&fcgi.Client{Addr: addr}).GetValues(context.Background(), fcgi.ValueMPXSConns, fcgi.ValueMaxConns, "UNKNOWN")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v[fcgi.ValueMPXSConns] != "0" || v[fcgi.ValueMaxConns] == "" {
+		t.Errorf("GET_VALUES_RESULT = %v, want FCGI_MPXS_CONNS=0 and a FCGI_MAX_CONNS", v)
+	}
+	if _, ok := v["UNKNOWN"]; ok {
+		t.Errorf("unknown variable answered: %v", v)
+	}
+}
+
+func TestSecondConcurrentRequestIsRefusedWithCantMPXConn(t *testing.T) {
+	release := make(chan struct{})
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
+		<-release
+		echoUpstream(t, conn)
+	})
+	addr := startProxy(t, &Server{Upstream: up})
+	conn, err := net.Dial(addr.Network, addr.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	w := fcgi.NewWriter(conn)
+	for _, id := range []uint16{1, 2} {
+		w.WriteBeginRequest(id, fcgi.BeginRequest{Role: fcgi.RoleResponder, Flags: fcgi.FlagKeepConn})
+		w.EndStream(fcgi.TypeParams, id)
+		w.EndStream(fcgi.TypeStdin, id)
+	}
+	w.Flush()
+	r := fcgi.NewReader(conn)
+	h, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	end, _ := fcgi.ParseEndRequest(r.Content())
+	if h.Type != fcgi.TypeEndRequest || h.RequestID != 2 || end.ProtocolStatus != fcgi.StatusCantMPXConn {
+		t.Fatalf("first record = %s for %d (%v), want END_REQUEST CANT_MPX_CONN for request 2", h.Type, h.RequestID, end.ProtocolStatus)
+	}
+	close(release)
+	for {
+		h, err := r.Next()
+		if err != nil {
+			t.Fatalf("request 1 did not complete: %v", err)
+		}
+		if h.Type == fcgi.TypeEndRequest {
+			if h.RequestID != 1 {
+				t.Fatalf("END_REQUEST for %d, want 1", h.RequestID)
+			}
+			return
+		}
+	}
+}
+
+func TestUnreachableUpstreamIsAnsweredWithA502(t *testing.T) {
+	obs := newTraces()
+	dir := t.TempDir()
+	missing := fcgi.Addr{Network: "unix", Address: filepath.Join(dir, "php.sock")}
+	addr := startProxy(t, &Server{Upstream: missing, Observer: obs})
+	resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq("REQUEST_URI", "/x.php"))
+	if err != nil {
+		t.Fatalf("want a complete replacement response, got %v", err)
+	}
+	if !bytes.HasPrefix(resp.Stdout, []byte("Status: 502")) {
+		t.Errorf("stdout = %q, want a 502", resp.Stdout)
+	}
+	tr := obs.next(t)
+	var de *DialError
+	if !errors.As(tr.Err, &de) || !errors.Is(tr.Err, syscall.ENOENT) {
+		t.Errorf("trace error = %v, want a DialError wrapping ENOENT", tr.Err)
+	}
+	if !tr.Replaced || tr.Status != 502 || tr.Phase() != PhaseConnect {
+		t.Errorf("replaced %v status %d phase %s", tr.Replaced, tr.Status, tr.Phase())
+	}
+}
+
+// dyingUpstream sends n bytes of response and then closes without
+// END_REQUEST, as a killed php-fpm worker does.
+func dyingUpstream(n int) upstreamFunc {
+	return func(t testing.TB, conn net.Conn) {
+		r := fcgi.NewReader(conn)
+		w := fcgi.NewWriter(conn)
+		id, _, _, err := fcgitest.ReadRequest(r)
+		if err != nil {
+			return
+		}
+		if n > 0 {
+			w.WriteStream(fcgi.TypeStdout, id, append([]byte("Content-Type: text/html\r\n\r\n"), bytes.Repeat([]byte("x"), n)...))
+		}
+		w.Flush()
+		if tc, ok := conn.(*net.UnixConn); ok {
+			tc.Close()
+		}
+	}
+}
+
+func TestWorkerDeathInsideHoldBackIsReplaced(t *testing.T) {
+	obs := newTraces()
+	addr := startProxy(t, &Server{Upstream: fakeUpstream(t, dyingUpstream(1000)), Observer: obs, HoldBytes: 65536})
+	resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq())
+	if err != nil {
+		t.Fatalf("want a complete replacement response, got %v", err)
+	}
+	if !bytes.HasPrefix(resp.Stdout, []byte("Status: 502")) || bytes.Contains(resp.Stdout, []byte("xxxx")) {
+		t.Errorf("stdout = %q, want only the replacement", resp.Stdout)
+	}
+	tr := obs.next(t)
+	if !errors.Is(tr.Err, fcgi.ErrNoEndRequest) || tr.Truncated || !tr.Replaced {
+		t.Errorf("trace err %v truncated %v replaced %v", tr.Err, tr.Truncated, tr.Replaced)
+	}
+}
+
+func TestWorkerDeathAfterForwardingBreaksOffTheResponse(t *testing.T) {
+	for _, hold := range []int{0, 4096} {
+		obs := newTraces()
+		addr := startProxy(t, &Server{Upstream: fakeUpstream(t, dyingUpstream(100000)), Observer: obs, HoldBytes: hold})
+		resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq())
+		if !errors.Is(err, fcgi.ErrNoEndRequest) {
+			t.Errorf("hold %d: client error = %v, want no END_REQUEST (a broken response)", hold, err)
+		}
+		if resp != nil && bytes.Contains(resp.Stdout, []byte("Status: 502")) {
+			t.Errorf("hold %d: a replacement was appended to a started response", hold)
+		}
+		if !strings.Contains(string(resp.Stderr), "response is incomplete") {
+			t.Errorf("hold %d: stderr %q does not tell the web server's log why", hold, resp.Stderr)
+		}
+		tr := obs.next(t)
+		if !tr.Truncated || tr.BytesOut == 0 || tr.Replaced {
+			t.Errorf("hold %d: truncated %v bytes out %d replaced %v", hold, tr.Truncated, tr.BytesOut, tr.Replaced)
+		}
+	}
+}
+
+func TestClientAbortClosesTheUpstreamConnection(t *testing.T) {
+	obs := newTraces()
+	upClosed := make(chan struct{})
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
+		r := fcgi.NewReader(conn)
+		fcgitest.ReadRequest(r)
+		// Wait for the relay to close its side.
+		io.Copy(io.Discard, conn)
+		close(upClosed)
+	})
+	addr := startProxy(t, &Server{Upstream: up, Observer: obs})
+	conn, err := net.Dial(addr.Network, addr.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := fcgi.NewWriter(conn)
+	w.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.RoleResponder})
+	w.EndStream(fcgi.TypeParams, 1)
+	w.EndStream(fcgi.TypeStdin, 1)
+	w.Flush()
+	time.Sleep(50 * time.Millisecond)
+	conn.Close()
+	select {
+	case <-upClosed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream connection stayed open after the web server went away")
+	}
+	tr := obs.next(t)
+	if !errors.Is(tr.Err, ErrClientAborted) {
+		t.Errorf("trace error = %v, want ErrClientAborted", tr.Err)
+	}
+}
+
+func TestReadTimeoutFailsASilentUpstream(t *testing.T) {
+	obs := newTraces()
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
+		fcgitest.ReadRequest(fcgi.NewReader(conn))
+		io.Copy(io.Discard, conn)
+	})
+	addr := startProxy(t, &Server{Upstream: up, Observer: obs, ReadTimeout: 100 * time.Millisecond})
+	resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq())
+	if err != nil || !bytes.HasPrefix(resp.Stdout, []byte("Status: ")) {
+		t.Fatalf("want a replacement, got %v", err)
+	}
+	if tr := obs.next(t); !errors.Is(tr.Err, ErrReadTimeout) {
+		t.Errorf("trace error = %v, want ErrReadTimeout", tr.Err)
+	}
+}
+
+func TestShutdownLetsARequestInFlightFinish(t *testing.T) {
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
+		time.Sleep(300 * time.Millisecond)
+		echoUpstream(t, conn)
+	})
+	srv := &Server{Upstream: up}
+	addr := startProxy(t, srv)
+	result := make(chan error, 1)
+	go func() {
+		req := newReq("ECHO", "late")
+		_, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), req)
+		result <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-result; err != nil {
+		t.Errorf("the request in flight failed during shutdown: %v", err)
+	}
+	if _, err := net.Dial(addr.Network, addr.Address); err == nil {
+		t.Error("the listener still accepts after Shutdown")
+	}
+}
+
+func TestListenReplacesAStaleSocketAndRefusesALiveOne(t *testing.T) {
+	dir, _ := os.MkdirTemp("", "fsl")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "s.sock")
+	addr := fcgi.Addr{Network: "unix", Address: path}
+
+	// A socket file nobody accepts on, as a SIGKILLed process leaves.
+	stale, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.SetUnlinkOnClose(false)
+	stale.Close()
+
+	ln, err := Listen(addr, 0o640)
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	fi, _ := os.Stat(path)
+	if fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode = %v, want 0640", fi.Mode().Perm())
+	}
+	if _, err := Listen(addr, 0o640); err == nil || !strings.Contains(err.Error(), "another process") {
+		t.Errorf("Listen over a live socket: %v, want a refusal", err)
+	}
+	ln.Close()
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket file left after Close: %v", err)
+	}
+	os.WriteFile(path, []byte("x"), 0o600)
+	if _, err := Listen(addr, 0o640); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("Listen over a regular file: %v", err)
+	}
+}
+
+func TestIdleAndSlowClientsAreCutOff(t *testing.T) {
+	srv := &Server{Upstream: fakeUpstream(t, echoUpstream), IdleTimeout: 100 * time.Millisecond, ParamsTimeout: 100 * time.Millisecond}
+	addr := startProxy(t, srv)
+
+	// A connection that never starts a request is closed.
+	idle, err := net.Dial(addr.Network, addr.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := idle.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("idle connection: read %v, want EOF from the relay", err)
+	}
+
+	// A request head that never ends is cut off too.
+	slow, err := net.Dial(addr.Network, addr.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	w := fcgi.NewWriter(slow)
+	w.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.RoleResponder})
+	w.WriteRecord(fcgi.TypeParams, 1, fcgi.AppendPair(nil, "A", "b"))
+	w.Flush()
+	slow.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(slow); err != nil {
+		t.Errorf("slow connection: %v, want a close", err)
+	}
+
+	// A kept-alive connection that is used is not cut off between
+	// requests that come in time.
+	obs := newTraces()
+	srv2 := &Server{Upstream: fakeUpstream(t, echoUpstream), IdleTimeout: 300 * time.Millisecond, Observer: obs}
+	addr2 := startProxy(t, srv2)
+	conn, err := net.Dial(addr2.Network, addr2.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for range 3 {
+		req := newReq("ECHO", "x")
+		req.KeepConn = true
+		if _, err := fcgi.RoundTrip(conn, req, io.Discard, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestOversizedCGIHeadersFailWhileNothingWasSent(t *testing.T) {
+	obs := newTraces()
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
+		r := fcgi.NewReader(conn)
+		id, _, _, err := fcgitest.ReadRequest(r)
+		if err != nil {
+			return
+		}
+		w := fcgi.NewWriter(conn)
+		w.WriteStream(fcgi.TypeStdout, id, []byte("X-Big: "+strings.Repeat("a", 5000)+"\r\n\r\nbody"))
+		w.EndStream(fcgi.TypeStdout, id)
+		w.WriteEndRequest(id, fcgi.EndRequest{})
+		w.Flush()
+	})
+	addr := startProxy(t, &Server{Upstream: up, Observer: obs, HoldBytes: 65536, MaxHeaderBytes: 4096})
+	resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq())
+	if err != nil || !bytes.HasPrefix(resp.Stdout, []byte("Status: 502")) {
+		t.Fatalf("want a replacement 502, got %v %q", err, resp.Stdout)
+	}
+	var pe *ProtocolError
+	if tr := obs.next(t); !errors.As(tr.Err, &pe) || !strings.Contains(pe.Reason, "4096") {
+		t.Errorf("trace error %v", tr.Err)
+	}
+}
+
+func TestClientConnectionLimitMakesNewConnectionsWait(t *testing.T) {
+	srv := &Server{Upstream: fakeUpstream(t, echoUpstream), MaxClientConns: 1}
+	addr := startProxy(t, srv)
+	first, err := net.Dial(addr.Network, addr.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq("ECHO", "second"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("second connection served while the first was open: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	first.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("second connection never served after the first closed")
+	}
+}
+
+// A kept-alive connection whose last response ended while the relay was
+// already waiting for the next request still closes after the idle timeout.
+func TestIdleTimeoutAppliesAfterASlowKeptAliveResponse(t *testing.T) {
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
+		time.Sleep(150 * time.Millisecond) // the relay reads on meanwhile
+		echoUpstream(t, conn)
+	})
+	addr := startProxy(t, &Server{Upstream: up, IdleTimeout: 100 * time.Millisecond})
+	conn, err := net.Dial(addr.Network, addr.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := newReq("ECHO", "x")
+	req.KeepConn = true
+	if _, err := fcgi.RoundTrip(conn, req, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("after the idle timeout: read %v, want EOF from the relay", err)
+	}
+}
