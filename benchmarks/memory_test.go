@@ -1,6 +1,7 @@
 package benchmarks
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fcgiscope/fcgiscope/internal/exchange"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/fcgitest"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
 )
 
@@ -161,15 +164,12 @@ func TestStreamingOneGiB(t *testing.T) {
 	raw := rawCopyRate(t, size)
 	var out countingWriter
 	start := time.Now()
-	conn, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = fcgi.RoundTrip(conn, &fcgi.Request{Params: []fcgi.Pair{{Name: "REQUEST_METHOD", Value: "POST"}}, Stdin: &zeroReader{left: size}}, &out, io.Discard)
-	conn.Close()
+	var tr outcome.Trace
+	exchange.Do(context.Background(), &exchange.Request{Upstream: fcgi.Addr{Network: "unix", Address: sock},
+		Params: []fcgi.Pair{{Name: "REQUEST_METHOD", Value: "POST"}}, Body: &zeroReader{left: size}, Stdout: &out}, &tr)
 	elapsed := time.Since(start)
-	if err != nil {
-		t.Fatal(err)
+	if tr.Err != nil {
+		t.Fatal(tr.Err)
 	}
 	peak := procStatus(t, p.Pid, "VmHWM")
 	rate := float64(2*size) / elapsed.Seconds() // a body in and a response out

@@ -24,14 +24,14 @@ import (
 // Recorder served by an admin endpoint on a loopback port: what `fcgiscope
 // serve` wires up, built here so that the test can reach every part.
 type adminStack struct {
-	fpm        *testbed.FPM
-	upstream   fcgi.Addr
-	classifier *diagnostics.Classifier
-	rec        *web.Recorder
-	relay      *testbed.Relay
-	nginx      *testbed.Nginx
-	admin      *web.Handler
-	adminURL   string
+	fpm       *testbed.FPM
+	upstream  fcgi.Addr
+	explainer *diagnostics.Explainer
+	rec       *web.Recorder
+	relay     *testbed.Relay
+	nginx     *testbed.Nginx
+	admin     *web.Handler
+	adminURL  string
 }
 
 // startAdminStack starts the stack with php-fpm configured by cfg. When cfg
@@ -54,25 +54,25 @@ func startAdminStack(t *testing.T, cfg testbed.FPMConfig) *adminStack {
 	}
 	follower := &fpm.Follower{Path: s.fpm.ErrorLog}
 	go follower.Run(ctx)
-	s.classifier = &diagnostics.Classifier{Pool: conf.PoolFor(s.upstream), Log: follower}
+	classifier := &diagnostics.Classifier{Pool: conf.PoolFor(s.upstream), Log: follower}
 
 	var srv *proxy.Server
 	s.rec = &web.Recorder{
-		Classifier: s.classifier,
-		Size:       500,
-		InFlight:   func() float64 { return float64(srv.ActiveConns()) },
-		Version:    "e2e",
+		Size:     500,
+		InFlight: func() float64 { return float64(srv.ActiveConns()) },
+		Version:  "e2e",
 	}
 	if cfg.StatusPath != "" {
 		poller := &fpm.Poller{Addr: s.upstream, Path: cfg.StatusPath, Interval: 500 * time.Millisecond}
 		go poller.Run(ctx)
 		s.rec.Pool = poller
 	}
+	s.explainer = &diagnostics.Explainer{Classifier: classifier, Sinks: []diagnostics.Sink{&diagnostics.AccessLog{}, s.rec}}
 	srv = &proxy.Server{
 		Upstream:       s.upstream,
 		ConnectTimeout: time.Second,
-		Responder:      &diagnostics.Responder{Classifier: s.classifier},
-		Observer:       web.Observers{&diagnostics.AccessLog{Classifier: s.classifier}, s.rec},
+		Responder:      s.explainer,
+		Observer:       s.explainer,
 	}
 	s.relay = testbed.StartRelay(t, srv, "unix")
 	s.nginx = testbed.StartNginx(t, testbed.NginxConfig{FastCGIPass: s.relay.Addr})

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/web"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/metricstest"
@@ -24,8 +23,8 @@ func TestAdminMetricsCountRealTraffic(t *testing.T) {
 	dead := fcgi.Addr{Network: "tcp", Address: fmt.Sprintf("127.0.0.1:%d", testbed.FreePort(t))}
 	refusing := testbed.StartRelay(t, &proxy.Server{
 		Upstream:  dead,
-		Responder: &diagnostics.Responder{Classifier: s.classifier},
-		Observer:  s.rec,
+		Responder: s.explainer,
+		Observer:  s.explainer,
 	}, "unix")
 	ngxDead := testbed.StartNginx(t, testbed.NginxConfig{FastCGIPass: refusing.Addr})
 

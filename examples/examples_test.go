@@ -30,8 +30,10 @@ import (
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/fcgitest"
 	"github.com/fcgiscope/fcgiscope/internal/httpgateway"
-	"github.com/fcgiscope/fcgiscope/internal/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
+	"github.com/fcgiscope/fcgiscope/internal/phpfpm"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
 )
 
@@ -829,13 +831,10 @@ func TestPHPFPMRunsThePool(t *testing.T) {
 	}()
 	sock := filepath.Join(dir, "php-fpm.sock")
 	addr := fcgi.Addr{Network: "unix", Address: sock}
-	c := &fcgi.Client{Addr: addr}
-	var pong *fcgi.Response
+	var pong *fcgitest.Response
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		var err error
-		pong, err = c.Do(context.Background(), &fcgi.Request{Params: []fcgi.Pair{
-			{Name: "REQUEST_METHOD", Value: "GET"}, {Name: "SCRIPT_NAME", Value: "/fpm-ping"},
-			{Name: "SCRIPT_FILENAME", Value: "/fpm-ping"}, {Name: "REQUEST_URI", Value: "/fpm-ping"}}})
+		pong, err = fcgitest.Do(context.Background(), addr, &fcgitest.Request{Params: fpm.PageParams("/fpm-ping", "")})
 		if err == nil {
 			break
 		}
@@ -847,9 +846,7 @@ func TestPHPFPMRunsThePool(t *testing.T) {
 	if !strings.HasSuffix(string(pong.Stdout), "pong") {
 		t.Errorf("ping: %q", pong.Stdout)
 	}
-	status, err := c.Do(context.Background(), &fcgi.Request{Params: []fcgi.Pair{
-		{Name: "REQUEST_METHOD", Value: "GET"}, {Name: "SCRIPT_NAME", Value: "/fpm-status"},
-		{Name: "SCRIPT_FILENAME", Value: "/fpm-status"}, {Name: "QUERY_STRING", Value: "json"}}})
+	status, err := fcgitest.Do(context.Background(), addr, &fcgitest.Request{Params: fpm.PageParams("/fpm-status", "json")})
 	if err != nil || !strings.Contains(string(status.Stdout), `"pool":"www"`) {
 		t.Errorf("status: %v %q", err, status.Stdout)
 	}
@@ -917,28 +914,27 @@ func TestSystemdUnits(t *testing.T) {
 
 // outcomes records each request's cause, as the access log names it.
 type outcomes struct {
-	c  *diagnostics.Classifier
 	mu sync.Mutex
-	m  map[string]outcome
+	m  map[string]pageOutcome
 }
 
-type outcome struct {
+type pageOutcome struct {
 	cause     string
 	truncated bool
 	bytesIn   int64
 }
 
-func (o *outcomes) Observe(t *proxy.Trace) {
+func (o *outcomes) Record(t *outcome.Trace, d *diagnostics.Diagnosis) {
 	id := "ok"
-	if d := o.c.Diagnose(t); d != nil {
+	if d != nil {
 		id = d.Cause.ID
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.m[t.RequestID] = outcome{id, t.Truncated, t.BytesIn}
+	o.m[t.RequestID] = pageOutcome{id, t.Truncated, t.BytesIn}
 }
 
-func (o *outcomes) wait(t *testing.T, id string) outcome {
+func (o *outcomes) wait(t *testing.T, id string) pageOutcome {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		o.mu.Lock()
@@ -961,7 +957,10 @@ func TestDemoPagesBehaveAsTheIndexSays(t *testing.T) {
 	bin := testbed.RequireFPM(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	php, err := httpgateway.StartFPM(ctx, httpgateway.FPMOptions{Binary: bin, Workers: 3, TerminateTimeout: 2 * time.Second, SlowlogTimeout: time.Second})
+	fpmCfg := phpfpm.Development()
+	fpmCfg.Binary, fpmCfg.MaxChildren = bin, 3
+	fpmCfg.RequestTerminateTimeout, fpmCfg.SlowlogTimeout = 2*time.Second, time.Second
+	php, err := phpfpm.Start(ctx, fpmCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -977,10 +976,11 @@ func TestDemoPagesBehaveAsTheIndexSays(t *testing.T) {
 	defer wg.Wait()
 	defer cancel()
 	classifier := &diagnostics.Classifier{Pool: conf.PoolFor(php.Addr), Log: follower, LogWait: time.Second}
-	rec := &outcomes{c: classifier, m: map[string]outcome{}}
+	rec := &outcomes{m: map[string]pageOutcome{}}
+	explainer := &diagnostics.Explainer{Classifier: classifier, Sinks: []diagnostics.Sink{rec}}
 	root, _ := filepath.Abs("php")
 	g := &httpgateway.Gateway{Root: root, Upstream: php.Addr, TryFiles: true, HoldBytes: 64 << 10,
-		Responder: &diagnostics.Responder{Classifier: classifier}, Observer: rec}
+		Responder: explainer, Observer: explainer}
 	srv := httptest.NewServer(g)
 	defer srv.Close()
 

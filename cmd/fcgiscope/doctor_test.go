@@ -29,7 +29,7 @@ func runDoctor(t *testing.T, args ...string) (int, string, string) {
 func writeNginxConf(t *testing.T, pass, root string) string {
 	t.Helper()
 	dir := testbed.ShortTempDir(t)
-	params, err := os.ReadFile("../../diagnostics/doctor/testdata/root/etc/nginx/fastcgi.conf")
+	params, err := os.ReadFile("../../internal/diagnostics/doctor/testdata/root/etc/nginx/fastcgi.conf")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/httpgateway"
+	"github.com/fcgiscope/fcgiscope/internal/phpfpm"
 )
 
 // httpConfig is the configuration of `fcgiscope http`, read like serve's:
@@ -126,11 +127,12 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 	var fpmLog *fpm.Follower
 	upstream := cfg.upstreamAddr
 	if cfg.FPM != "" {
-		bin := ""
+		fpmCfg := phpfpm.Development()
 		if cfg.FPM != "auto" {
-			bin = cfg.FPM
+			fpmCfg.Binary = cfg.FPM
 		}
-		php, err := httpgateway.StartFPM(ctx, httpgateway.FPMOptions{Binary: bin, Workers: cfg.FPMWorkers, Env: environ})
+		fpmCfg.MaxChildren, fpmCfg.Env = cfg.FPMWorkers, environ
+		php, err := phpfpm.Start(ctx, fpmCfg)
 		if err != nil {
 			log.Error().Err(err).Msg("cannot start php-fpm")
 			return exitFailure
@@ -182,6 +184,11 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 		// a dead worker costs nothing and survives a loaded machine.
 		LogWait: time.Second,
 	}
+	explainer := &diagnostics.Explainer{
+		Classifier: classifier,
+		Detail:     cfg.errorDetail,
+		Sinks:      []diagnostics.Sink{&diagnostics.AccessLog{Log: log, Stderr: true}},
+	}
 	gw := &httpgateway.Gateway{
 		Root:           cfg.Root,
 		Upstream:       upstream,
@@ -192,8 +199,8 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 		HoldBytes:      cfg.HoldBytes,
 		ServerTiming:   cfg.ServerTiming,
 		ServerSoftware: "fcgiscope/" + version,
-		Responder:      &diagnostics.Responder{Classifier: classifier, Detail: cfg.errorDetail},
-		Observer:       &diagnostics.AccessLog{Log: log, Classifier: classifier},
+		Responder:      explainer,
+		Observer:       explainer,
 		Log:            log,
 	}
 	if err := gw.Init(); err != nil {

@@ -64,12 +64,11 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	}
 	var srv *proxy.Server
 	recorder := &web.Recorder{
-		Classifier: classifier,
-		Size:       cfg.RecentRequests,
-		InFlight:   func() float64 { return float64(srv.InFlight()) },
-		Queued:     func() float64 { return float64(srv.Queued()) },
-		Version:    version,
-		Commit:     commit,
+		Size:     cfg.RecentRequests,
+		InFlight: func() float64 { return float64(srv.InFlight()) },
+		Queued:   func() float64 { return float64(srv.Queued()) },
+		Version:  version,
+		Commit:   commit,
 	}
 	if poller != nil { // a nil *fpm.Poller must not become a non-nil interface
 		recorder.Pool = poller
@@ -77,9 +76,11 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if fpmLog != nil {
 		recorder.FPMLog = fpmLog
 	}
-	// The access log first: it works out the diagnosis, which the Recorder
-	// then shares through Trace.Diagnosis.
-	observer := web.Observers{&diagnostics.AccessLog{Log: log, Classifier: classifier}, recorder}
+	explainer := &diagnostics.Explainer{
+		Classifier: classifier,
+		Detail:     cfg.errorDetail,
+		Sinks:      []diagnostics.Sink{&diagnostics.AccessLog{Log: log}, recorder},
+	}
 	srv = &proxy.Server{
 		Upstream:                 cfg.upstreamAddr,
 		MaxConns:                 maxConns,
@@ -96,8 +97,8 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		ServerTiming:             cfg.ServerTiming,
 		UpstreamKeepAlive:        cfg.UpstreamKeepAlive,
 		UpstreamKeepAliveTimeout: cfg.UpstreamKeepAliveTimeout,
-		Responder:                &diagnostics.Responder{Classifier: classifier, Detail: cfg.errorDetail},
-		Observer:                 observer,
+		Responder:                explainer,
+		Observer:                 explainer,
 		Log:                      log,
 	}
 	ln, err := inheritedListener(environ)
@@ -174,13 +175,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 // on the upstream address and php-fpm's error log. Not finding them costs
 // only precision in the explanations, so every problem is a warning.
 func loadFPM(cfg *serveConfig, log zerolog.Logger) (*fpm.Pool, *fpm.Follower) {
-	var conf *fpm.Config
-	var err error
-	if cfg.FPMConfig != "" {
-		conf, err = fpm.Load(cfg.FPMConfig, nil)
-	} else {
-		conf, err = fpm.Discover(nil)
-	}
+	conf, err := readFPMConfig(cfg.FPMConfig)
 	if err != nil {
 		log.Warn().Err(err).Msg("php-fpm configuration not read: a killed worker is reported as worker_died, not worker_timeout_killed; set FCGISCOPE_FPM_CONFIG")
 		return nil, errorLog(cfg.FPMLog, nil, log)
@@ -202,6 +197,15 @@ func loadFPM(cfg *serveConfig, log zerolog.Logger) (*fpm.Pool, *fpm.Follower) {
 	log.Info().Str("config", conf.Path).Str("pool", pool.Name).Dur("request_terminate_timeout", pool.RequestTerminateTimeout).
 		Int("pm.max_children", pool.MaxChildren).Msg("read the php-fpm pool configuration")
 	return pool, tail
+}
+
+// readFPMConfig reads the php-fpm configuration at path, or in the usual
+// places when path is empty.
+func readFPMConfig(path string) (*fpm.Config, error) {
+	if path != "" {
+		return fpm.Load(path, nil)
+	}
+	return fpm.Discover(nil)
 }
 
 // checkKeepAlive refuses kept upstream connections that the pool would

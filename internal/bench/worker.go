@@ -14,7 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fcgiscope/fcgiscope/internal/cgi"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 // Error causes, the keys of Result.Errors. A dial error is CauseDialPrefix
@@ -117,9 +119,7 @@ type worker struct {
 
 	// The response being read.
 	dialed        bool
-	hdr           []byte // CGI headers gathered so far
-	scanned       int    // hdr before this holds no end of headers
-	inBody        bool
+	head          cgi.Scanner
 	stdoutBytes   int64
 	status        int
 	bodyLen       int64
@@ -145,8 +145,8 @@ func newWorker(r *runner, req []byte) *worker {
 		timeout:      cfg.Timeout,
 		rd:           fcgi.NewReader(nil),
 		expectStatus: cfg.ExpectStatus,
-		hdr:          make([]byte, 0, 4096),
 		stats:        newWorkerStats(),
+		head:         cgi.Scanner{Limit: maxCGIHeader},
 	}
 	if cfg.ExpectBodySHA256 != "" {
 		w.wantSum, _ = parseSHA256(cfg.ExpectBodySHA256) // checked by withDefaults
@@ -313,9 +313,7 @@ func (w *worker) asyncRoundTrip() (c cause, err, werr error) {
 
 func (w *worker) resetResponse() {
 	w.dialed = false
-	w.hdr = w.hdr[:0]
-	w.scanned = 0
-	w.inBody = false
+	w.head.Reset()
 	w.stdoutBytes = 0
 	w.status = 0
 	w.bodyLen = 0
@@ -373,9 +371,9 @@ func classifyReadError(err error) (cause, error) {
 	case isTimeout(err):
 		return causeTimeout, fmt.Errorf("no END_REQUEST in time: %w", err)
 	case errors.Is(err, io.EOF):
-		return causeClosed, fmt.Errorf("fcgi: %w", fcgi.ErrNoEndRequest)
+		return causeClosed, fmt.Errorf("fcgi: %w", outcome.ErrNoEndRequest)
 	default:
-		return causeClosed, fmt.Errorf("fcgi: %w: %w", fcgi.ErrNoEndRequest, err)
+		return causeClosed, fmt.Errorf("fcgi: %w: %w", outcome.ErrNoEndRequest, err)
 	}
 }
 
@@ -387,26 +385,19 @@ func isTimeout(err error) bool {
 // stdout takes the content of one STDOUT record: CGI headers, then body.
 func (w *worker) stdout(p []byte) error {
 	w.stdoutBytes += int64(len(p))
-	if !w.inBody {
-		if len(p) == 0 {
-			return nil
-		}
-		w.hdr = append(w.hdr, p...)
-		end, body := headerEnd(w.hdr, w.scanned)
-		if end < 0 {
-			if len(w.hdr) > maxCGIHeader {
+	if !w.head.Ended() {
+		p = w.head.Feed(p)
+		if !w.head.Ended() {
+			if w.head.Done() {
 				return fmt.Errorf("CGI headers longer than %d bytes", maxCGIHeader)
 			}
-			w.scanned = max(len(w.hdr)-2, 0)
 			return nil
 		}
-		status, err := cgiStatus(w.hdr[:end])
-		if err != nil {
-			return err
+		if bad := w.head.Head().BadStatus; bad != "" {
+			// nginx answers 502 to it: "upstream sent invalid status".
+			return fmt.Errorf("malformed CGI header %q", "Status: "+bad)
 		}
-		w.status = status
-		w.inBody = true
-		p = w.hdr[body:]
+		w.status = w.head.Head().Status
 	}
 	w.body(p)
 	return nil
@@ -429,7 +420,7 @@ func (w *worker) body(p []byte) {
 
 // validate checks a complete response.
 func (w *worker) validate() (cause, error) {
-	if !w.inBody {
+	if !w.head.Ended() {
 		if w.stdoutBytes == 0 {
 			return causeProtocol, errors.New("END_REQUEST without any STDOUT")
 		}
@@ -465,61 +456,6 @@ func (w *worker) prefixError() error {
 	return fmt.Errorf("body of %d bytes is shorter than the expected prefix %q", w.bodyLen, w.prefix)
 }
 
-// headerEnd finds the empty line that ends a CGI header block in b, looking
-// from offset from. It returns the end of the header lines and the start of
-// the body, or -1, -1.
-func headerEnd(b []byte, from int) (end, body int) {
-	for i := from; i < len(b); i++ {
-		if b[i] != '\n' {
-			continue
-		}
-		// An empty first line: no headers at all.
-		if i == 0 {
-			return 0, 1
-		}
-		if i == 1 && b[0] == '\r' {
-			return 0, 2
-		}
-		switch {
-		case i+1 < len(b) && b[i+1] == '\n':
-			return i + 1, i + 2
-		case i+2 < len(b) && b[i+1] == '\r' && b[i+2] == '\n':
-			return i + 1, i + 3
-		}
-	}
-	return -1, -1
-}
-
-// cgiStatus returns the status of a CGI header block: the number of its
-// Status header, or 200 without one.
-func cgiStatus(hdr []byte) (int, error) {
-	for len(hdr) > 0 {
-		line := hdr
-		if i := bytes.IndexByte(hdr, '\n'); i >= 0 {
-			line, hdr = hdr[:i], hdr[i+1:]
-		} else {
-			hdr = nil
-		}
-		const name = "status:"
-		if len(line) < len(name) || !bytes.EqualFold(line[:len(name)], []byte(name)) {
-			continue
-		}
-		v := bytes.TrimSpace(line[len(name):])
-		if len(v) < 3 || (len(v) > 3 && v[3] != ' ') {
-			return 0, fmt.Errorf("malformed CGI header %q", line)
-		}
-		n := 0
-		for _, c := range v[:3] {
-			if c < '0' || c > '9' {
-				return 0, fmt.Errorf("malformed CGI header %q", line)
-			}
-			n = n*10 + int(c-'0')
-		}
-		return n, nil
-	}
-	return DefaultStatus, nil
-}
-
 // workerStats is what one worker measured. Merged into a Result at the end.
 type workerStats struct {
 	hist              Histogram
@@ -550,7 +486,7 @@ func (s *workerStats) record(w *worker, c cause, err error, d time.Duration) {
 	s.requests++
 	s.bytesIn += w.bytesIn
 	s.bytesOut += w.bytesOut
-	if w.inBody {
+	if w.head.Ended() {
 		s.statuses[w.status]++
 	}
 	if w.stderr {

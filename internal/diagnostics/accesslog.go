@@ -1,5 +1,3 @@
-// Package diagnostics turns the relay's Traces into explanations: the cause
-// catalogue, the classifier, the error responses and the access log.
 package diagnostics
 
 import (
@@ -9,28 +7,27 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/fcgiscope/fcgiscope/internal/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 // AccessLog writes one log line per finished request. Its zero value
 // discards them.
 type AccessLog struct {
 	Log zerolog.Logger
-	// Classifier explains failures; nil means a Classifier without
-	// php-fpm knowledge.
-	Classifier *Classifier
+	// Stderr also logs the FCGI_STDERR of requests that went well, as
+	// nginx's error log would ("FastCGI sent in stderr"), for a server
+	// with no nginx in front: fcgiscope http.
+	Stderr bool
 }
 
-var _ proxy.Observer = (*AccessLog)(nil)
+var _ Sink = (*AccessLog)(nil)
 
-// Observe logs t: at info when it went well, warn when php-fpm completed it
-// with a problem, error when it failed.
-func (a *AccessLog) Observe(t *proxy.Trace) {
-	c := a.Classifier
-	if c == nil {
-		c = &Classifier{}
+// Record logs t: at info when it went well, warn when php-fpm completed it
+// with a problem or the client went away, error when it failed.
+func (a *AccessLog) Record(t *outcome.Trace, d *Diagnosis) {
+	if a.Stderr && d == nil && len(t.Stderr) > 0 {
+		a.Log.Warn().Str("request_id", t.RequestID).Str("script", t.Script).Bytes("stderr", t.Stderr).Msg("php-fpm stderr")
 	}
-	d := c.Diagnose(t)
 	ev := a.Log.Info()
 	switch {
 	case t.Err != nil && d.Cause == CauseClientAborted:
@@ -48,7 +45,7 @@ func (a *AccessLog) Observe(t *proxy.Trace) {
 	if d != nil {
 		outcome = d.Cause.ID
 		if t.Err != nil && status == 0 {
-			status = d.Cause.Status
+			status = d.StatusCode()
 		}
 	}
 	ev = ev.Str("request_id", t.RequestID).

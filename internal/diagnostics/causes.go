@@ -1,57 +1,145 @@
 package diagnostics
 
-// Cause is one entry of the cause catalogue: every failed request gets
-// exactly one, and its ID is what the page, the X-Fcgiscope-Cause header,
-// the log line and the metrics all say.
+// Cause is one entry of the cause catalogue: every request that failed, or
+// that php-fpm completed with a problem, gets exactly one, and its ID is
+// what the page, the X-Fcgiscope-Cause header, the log line and the metrics
+// all say. The catalogue below is the one source of what a cause is: the
+// README's table of causes is generated from it.
+//
+// Adding a cause takes an entry here (and in Causes), a case in the
+// classifier that produces it, and a case in TestEveryCauseIsProduced.
 type Cause struct {
 	// ID is stable; people grep for it and alert on it.
 	ID string
 	// Status is the HTTP status of the replacement response. Causes that
 	// are only logged carry the status the log line reports.
 	Status int
+	// AltStatus, when set, is the status the cause takes instead in the
+	// circumstance AltWhen names; a Diagnosis says which applies.
+	AltStatus int
+	AltWhen   string
 	// Title is the one-line headline.
 	Title string
+	// Meaning says what happened, for the README and the dashboard.
+	Meaning string
+	// Fix says what to change, in general; a Diagnosis's hints say it for
+	// the request at hand.
+	Fix string
 	// LogOnly causes never replace a response: the client already has
 	// one, or nobody is left to send one to.
 	LogOnly bool
 }
 
-// The catalogue. Adding a cause is one entry here and a case in classify.
+// The catalogue, in the order of Causes.
 var (
-	CauseRefused           = &Cause{ID: "upstream_refused", Status: 502, Title: "Nothing is listening at the php-fpm address"}
-	CauseSocketMissing     = &Cause{ID: "upstream_socket_missing", Status: 502, Title: "The php-fpm socket file does not exist"}
-	CauseSocketStale       = &Cause{ID: "upstream_socket_stale", Status: 502, Title: "The php-fpm socket exists but nobody accepts on it"}
-	CausePermissionDenied  = &Cause{ID: "upstream_permission_denied", Status: 502, Title: "Not allowed to connect to the php-fpm socket"}
-	CauseBacklogFull       = &Cause{ID: "upstream_backlog_full", Status: 503, Title: "php-fpm's listen queue is full"}
-	CauseConnectTimeout    = &Cause{ID: "upstream_connect_timeout", Status: 504, Title: "php-fpm did not accept the connection in time"}
-	CauseDNSFailed         = &Cause{ID: "upstream_dns_failed", Status: 502, Title: "The php-fpm host name does not resolve"}
-	CauseNotFastCGI        = &Cause{ID: "upstream_not_fastcgi", Status: 502, Title: "The upstream does not speak FastCGI"}
-	CauseProtocolError     = &Cause{ID: "upstream_protocol_error", Status: 502, Title: "The upstream sent malformed FastCGI"}
-	CauseOverloaded        = &Cause{ID: "upstream_overloaded", Status: 503, Title: "php-fpm refused the request as overloaded"}
-	CauseWorkerTimeout     = &Cause{ID: "worker_timeout_killed", Status: 502, Title: "php-fpm killed the worker: request_terminate_timeout"}
-	CauseWorkerCrashed     = &Cause{ID: "worker_crashed", Status: 502, Title: "The php-fpm worker crashed"}
-	CauseWorkerDied        = &Cause{ID: "worker_died", Status: 502, Title: "The php-fpm worker closed the connection mid-request"}
-	CauseReadTimeout       = &Cause{ID: "upstream_read_timeout", Status: 504, Title: "php-fpm sent nothing within the read timeout"}
-	CauseQueueTimeout      = &Cause{ID: "queue_timeout", Status: 503, Title: "No php-fpm worker became free in time"}
-	CauseClientAborted     = &Cause{ID: "client_aborted", Status: 499, Title: "The client went away before the response was complete", LogOnly: true}
-	CauseRequestTooLarge   = &Cause{ID: "request_too_large", Status: 431, Title: "The request's FastCGI params are too large"}
-	CauseDownstreamInvalid = &Cause{ID: "downstream_protocol_error", Status: 400, Title: "The web server sent malformed FastCGI", LogOnly: true}
-	CauseShutdown          = &Cause{ID: "shutdown_aborted", Status: 503, Title: "fcgiscope stopped before the request finished", LogOnly: true}
+	CauseRefused = &Cause{ID: "upstream_refused", Status: 502,
+		Title:   "Nothing is listening at the php-fpm address",
+		Meaning: "nothing listens at the TCP address",
+		Fix:     "start php-fpm; the hint lists the FastCGI servers that do answer on this host, with the `FCGISCOPE_UPSTREAM` / `fastcgi_pass` value to use"}
+	CauseSocketMissing = &Cause{ID: "upstream_socket_missing", Status: 502,
+		Title:   "The php-fpm socket file does not exist",
+		Meaning: "the unix socket file does not exist",
+		Fix:     "start php-fpm, or point at one of the sockets the hint lists"}
+	CauseSocketStale = &Cause{ID: "upstream_socket_stale", Status: 502,
+		Title:   "The php-fpm socket exists but nobody accepts on it",
+		Meaning: "the socket file exists but nobody accepts (php-fpm was killed)",
+		Fix:     "start php-fpm; it replaces the stale file"}
+	CausePermissionDenied = &Cause{ID: "upstream_permission_denied", Status: 502,
+		Title:   "Not allowed to connect to the php-fpm socket",
+		Meaning: "fcgiscope's user may not open the socket; the evidence names the owner, group, mode and fcgiscope's user",
+		Fix:     "fix `listen.owner`/`listen.group`/`listen.mode` in the pool"}
+	CauseBacklogFull = &Cause{ID: "upstream_backlog_full", Status: 503,
+		Title:   "php-fpm's listen queue is full",
+		Meaning: "every worker busy and the unix socket's listen queue full",
+		Fix:     "more `pm.max_children`, a larger `listen.backlog`, faster scripts"}
+	CauseConnectTimeout = &Cause{ID: "upstream_connect_timeout", Status: 504,
+		Title:   "php-fpm did not accept the connection in time",
+		Meaning: "php-fpm did not accept in `FCGISCOPE_CONNECT_TIMEOUT` (a full TCP backlog drops connections)",
+		Fix:     "more `pm.max_children`, a larger `listen.backlog`, faster scripts"}
+	CauseDNSFailed = &Cause{ID: "upstream_dns_failed", Status: 502, AltStatus: 504, AltWhen: "the lookup timed out",
+		Title:   "The php-fpm host name does not resolve",
+		Meaning: "the upstream host name does not resolve",
+		Fix:     "fix the name, or use php-fpm's IP address or unix socket"}
+	CauseNotFastCGI = &Cause{ID: "upstream_not_fastcgi", Status: 502,
+		Title:   "The upstream does not speak FastCGI",
+		Meaning: "something answered, but not in FastCGI (an HTTP server)",
+		Fix:     "point at php-fpm's `listen` address"}
+	CauseProtocolError = &Cause{ID: "upstream_protocol_error", Status: 502,
+		Title:   "The upstream sent malformed FastCGI",
+		Meaning: "malformed FastCGI: bad records, no STDOUT, CGI headers that never end",
+		Fix:     "check what sits at the address"}
+	CauseOverloaded = &Cause{ID: "upstream_overloaded", Status: 503,
+		Title:   "php-fpm refused the request as overloaded",
+		Meaning: "END_REQUEST with OVERLOADED, CANT_MPX_CONN or UNKNOWN_ROLE",
+		Fix:     "give the application more capacity"}
+	CauseWorkerTimeout = &Cause{ID: "worker_timeout_killed", Status: 502,
+		Title:   "php-fpm killed the worker: request_terminate_timeout",
+		Meaning: "php-fpm killed the worker at `request_terminate_timeout`; the page names the value and the file and line it is set in",
+		Fix:     "make the script faster or raise the limit"}
+	CauseWorkerCrashed = &Cause{ID: "worker_crashed", Status: 502,
+		Title:   "The php-fpm worker crashed",
+		Meaning: "the worker died on a signal; php-fpm's log line and the worker's pid are in the evidence",
+		Fix:     "SIGSEGV: an extension; SIGKILL: the OOM killer"}
+	CauseWorkerDied = &Cause{ID: "worker_died", Status: 502,
+		Title:   "The php-fpm worker closed the connection mid-request",
+		Meaning: "the connection closed before END_REQUEST and nothing tells why",
+		Fix:     "give fcgiscope the pool config and error log"}
+	CauseReadTimeout = &Cause{ID: "upstream_read_timeout", Status: 504,
+		Title:   "php-fpm sent nothing within the read timeout",
+		Meaning: "php-fpm sent nothing for `FCGISCOPE_READ_TIMEOUT`",
+		Fix:     "faster scripts or a longer timeout"}
+	CauseQueueTimeout = &Cause{ID: "queue_timeout", Status: 503,
+		Title:   "No php-fpm worker became free in time",
+		Meaning: "no upstream slot (`FCGISCOPE_MAX_CONNS`) became free within `FCGISCOPE_QUEUE_TIMEOUT`; php-fpm's status page says what kept the workers busy",
+		Fix:     "faster scripts, more workers, a longer queue timeout"}
+	CauseClientAborted = &Cause{ID: "client_aborted", Status: 499, LogOnly: true,
+		Title:   "The client went away before the response was complete",
+		Meaning: "nginx closed the connection first (client gone, `fastcgi_read_timeout`)",
+		Fix:     "—"}
+	CauseRequestTooLarge = &Cause{ID: "request_too_large", Status: 431,
+		Title:   "The request's FastCGI params are too large",
+		Meaning: "nginx sent more params than `FCGISCOPE_MAX_PARAMS_BYTES`",
+		Fix:     "find the oversized header"}
+	CauseDownstreamInvalid = &Cause{ID: "downstream_protocol_error", Status: 400, LogOnly: true,
+		Title:   "The web server sent malformed FastCGI",
+		Meaning: "the web server sent malformed FastCGI",
+		Fix:     "—"}
+	CauseShutdown = &Cause{ID: "shutdown_aborted", Status: 503, LogOnly: true,
+		Title:   "fcgiscope stopped before the request finished",
+		Meaning: "fcgiscope's shutdown timeout cut the request",
+		Fix:     "a longer `FCGISCOPE_SHUTDOWN_TIMEOUT`"}
+	CauseUnexplained = &Cause{ID: "unexplained", Status: 502,
+		Title:   "The request failed in a way fcgiscope has no explanation for",
+		Meaning: "a failure no rule explains; the raw error is the evidence",
+		Fix:     "read the error in the evidence; report it to fcgiscope's developers, so that it gets a cause of its own"}
 
 	// Responses php-fpm completed that tell of a problem: passed through
 	// unchanged, named in the log.
-	CauseScriptNotFound = &Cause{ID: "script_not_found", Status: 404, Title: "php-fpm could not find the script", LogOnly: true}
-	CauseScriptDenied   = &Cause{ID: "script_access_denied", Status: 403, Title: "php-fpm refused to run the script", LogOnly: true}
-	CausePHPFatal       = &Cause{ID: "php_fatal_error", Status: 500, Title: "The script stopped with a PHP fatal error", LogOnly: true}
-	CauseMemory         = &Cause{ID: "memory_exhausted", Status: 500, Title: "The script ran out of memory (memory_limit)", LogOnly: true}
+	CauseScriptNotFound = &Cause{ID: "script_not_found", Status: 404, LogOnly: true,
+		Title:   "php-fpm could not find the script",
+		Meaning: "php-fpm answered 404 \"File not found.\" (Primary script unknown)",
+		Fix:     "make `SCRIPT_FILENAME` name the file as php-fpm sees it"}
+	CauseScriptDenied = &Cause{ID: "script_access_denied", Status: 403, LogOnly: true,
+		Title:   "php-fpm refused to run the script",
+		Meaning: "php-fpm refused the script: `security.limit_extensions`, or it may not read it",
+		Fix:     "send only .php files to php-fpm, or give the pool's user read access"}
+	CausePHPFatal = &Cause{ID: "php_fatal_error", Status: 500, LogOnly: true,
+		Title:   "The script stopped with a PHP fatal error",
+		Meaning: "the script stopped with a fatal error",
+		Fix:     "fix the error at the file and line it names"}
+	CauseMemory = &Cause{ID: "memory_exhausted", Status: 500, LogOnly: true,
+		Title:   "The script ran out of memory (memory_limit)",
+		Meaning: "the script hit `memory_limit`",
+		Fix:     "load less into memory, or raise `memory_limit` for the script"}
 )
 
-// Causes lists the catalogue in a stable order.
+// Causes lists the catalogue in a stable order: failures first, then the
+// responses php-fpm completed with a problem.
 var Causes = []*Cause{
 	CauseRefused, CauseSocketMissing, CauseSocketStale, CausePermissionDenied,
 	CauseBacklogFull, CauseConnectTimeout, CauseDNSFailed, CauseNotFastCGI,
 	CauseProtocolError, CauseOverloaded, CauseWorkerTimeout, CauseWorkerCrashed,
 	CauseWorkerDied, CauseReadTimeout, CauseQueueTimeout, CauseClientAborted,
-	CauseRequestTooLarge, CauseDownstreamInvalid, CauseShutdown,
+	CauseRequestTooLarge, CauseDownstreamInvalid, CauseShutdown, CauseUnexplained,
 	CauseScriptNotFound, CauseScriptDenied, CausePHPFatal, CauseMemory,
 }

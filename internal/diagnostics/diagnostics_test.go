@@ -13,9 +13,10 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/fcgiscope/fcgiscope/internal/cgi"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
-	"github.com/fcgiscope/fcgiscope/internal/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 func TestNegotiatePicksWhatTheClientPrefers(t *testing.T) {
@@ -43,13 +44,13 @@ func TestNegotiatePicksWhatTheClientPrefers(t *testing.T) {
 
 // dialFailure builds the Trace of a request whose upstream dial failed with
 // the given errno.
-func dialFailure(network, address string, errno error) *proxy.Trace {
+func dialFailure(network, address string, errno error) *outcome.Trace {
 	start := time.Now()
 	addr := fcgi.Addr{Network: network, Address: address}
-	return &proxy.Trace{
+	return &outcome.Trace{
 		RequestID: "req-1", Method: "GET", URI: "/x.php", Script: "/srv/x.php", RemoteAddr: "127.0.0.1",
 		Upstream: addr, Accepted: start, ParamsDone: start, DialStart: start, End: start.Add(time.Millisecond),
-		Err: &proxy.DialError{Addr: addr, Err: &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("connect", errno)}},
+		Err: &outcome.DialError{Addr: addr, Err: &net.OpError{Op: "dial", Net: network, Err: os.NewSyscallError("connect", errno)}},
 	}
 }
 
@@ -65,7 +66,7 @@ func TestDialErrorsMapToTheirCauses(t *testing.T) {
 		{"unix", "/run/php/x.sock", syscall.EACCES, CausePermissionDenied},
 		{"unix", "/run/php/x.sock", syscall.EAGAIN, CauseBacklogFull},
 		{"tcp", "127.0.0.1:9000", syscall.ETIMEDOUT, CauseConnectTimeout},
-		{"tcp", "127.0.0.1:9000", syscall.EHOSTUNREACH, CauseRefused},
+		{"tcp", "127.0.0.1:9000", syscall.EHOSTUNREACH, CauseUnexplained},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.network, " ", tt.errno), func(t *testing.T) {
@@ -89,22 +90,22 @@ func TestDNSFailuresAre502AndTimeouts504(t *testing.T) {
 		{&net.DNSError{Err: "i/o timeout", Name: "fpm.example", IsTimeout: true}, 504},
 	} {
 		tr := dialFailure("tcp", "fpm.invalid:9000", nil)
-		tr.Err = &proxy.DialError{Addr: tr.Upstream, Err: &net.OpError{Op: "dial", Err: tt.dns}}
+		tr.Err = &outcome.DialError{Addr: tr.Upstream, Err: &net.OpError{Op: "dial", Err: tt.dns}}
 		d := (&Classifier{}).Diagnose(tr)
-		if d.Cause.ID != "upstream_dns_failed" || d.Cause.Status != tt.status {
-			t.Errorf("%v: cause %s %d, want upstream_dns_failed %d", tt.dns, d.Cause.ID, d.Cause.Status, tt.status)
+		if d.Cause != CauseDNSFailed || d.StatusCode() != tt.status {
+			t.Errorf("%v: cause %s %d, want upstream_dns_failed %d", tt.dns, d.Cause.ID, d.StatusCode(), tt.status)
 		}
 	}
 }
 
 // workerDeath builds the Trace of a request whose worker closed the
 // connection after elapsed.
-func workerDeath(elapsed time.Duration) *proxy.Trace {
+func workerDeath(elapsed time.Duration) *outcome.Trace {
 	start := time.Now()
-	return &proxy.Trace{
+	return &outcome.Trace{
 		RequestID: "req-2", Script: "/srv/api.php", Upstream: fcgi.Addr{Network: "unix", Address: "/run/php.sock"},
 		Accepted: start, ParamsDone: start, DialStart: start, DialEnd: start, StdinDone: start, End: start.Add(elapsed),
-		Err: fmt.Errorf("%w: %w", fcgi.ErrNoEndRequest, syscall.ECONNRESET),
+		Err: fmt.Errorf("%w: %w", outcome.ErrNoEndRequest, syscall.ECONNRESET),
 	}
 }
 
@@ -148,7 +149,7 @@ func TestCompletedResponsesWithPHPProblemsAreNamed(t *testing.T) {
 		{"PHP message: PHP Warning:  something harmless", nil},
 	}
 	for _, tt := range tests {
-		d := (&Classifier{}).Diagnose(&proxy.Trace{Stderr: []byte(tt.stderr), Status: 500})
+		d := (&Classifier{}).Diagnose(&outcome.Trace{Stderr: []byte(tt.stderr), Status: 500})
 		if tt.want == nil {
 			if d != nil {
 				t.Errorf("%q: %s, want nothing", tt.stderr, d.Cause.ID)
@@ -161,8 +162,8 @@ func TestCompletedResponsesWithPHPProblemsAreNamed(t *testing.T) {
 	}
 }
 
-// reply runs the Responder and splits the CGI response.
-func reply(t *testing.T, r *Responder, tr *proxy.Trace) (head, body string, rep proxy.Reply) {
+// reply runs the Explainer's Respond and splits the CGI response.
+func reply(t *testing.T, r *Explainer, tr *outcome.Trace) (head, body string, rep cgi.Reply) {
 	t.Helper()
 	rep = r.Respond(tr)
 	h, b, ok := strings.Cut(string(rep.CGI), "\r\n\r\n")
@@ -181,8 +182,8 @@ func TestReplacementHeadersAndFormats(t *testing.T) {
 		{"text/html", "text/html; charset=utf-8"},
 		{"*/*", "text/plain; charset=utf-8"},
 	} {
-		tr.Accept, tr.Diagnosis = tt.accept, nil
-		head, body, rep := reply(t, &Responder{}, tr)
+		tr.Accept = tt.accept
+		head, body, rep := reply(t, &Explainer{}, tr)
 		for _, want := range []string{"Status: 502 Bad Gateway", "Content-Type: " + tt.ctype, "Cache-Control: no-store", "X-Fcgiscope-Cause: upstream_refused", "X-Fcgiscope-Request-Id: req-1"} {
 			if !strings.Contains(head, want+"\r\n") && !strings.HasSuffix(head, want) {
 				t.Errorf("%s: headers lack %q:\n%s", tt.accept, want, head)
@@ -195,8 +196,8 @@ func TestReplacementHeadersAndFormats(t *testing.T) {
 			t.Errorf("log line for nginx: %q", rep.LogLine)
 		}
 	}
-	tr.Accept, tr.Diagnosis = "application/json", nil
-	_, body, _ := reply(t, &Responder{}, tr)
+	tr.Accept = "application/json"
+	_, body, _ := reply(t, &Explainer{}, tr)
 	var p map[string]any
 	if err := json.Unmarshal([]byte(body), &p); err != nil {
 		t.Fatal(err)
@@ -220,7 +221,7 @@ func TestMinimalDetailLeaksNoPathAddressOrStderr(t *testing.T) {
 		for _, accept := range []string{"application/json", "text/html", "*/*"} {
 			tr := dialFailure("unix", "/run/php/secret-pool.sock", syscall.ENOENT)
 			tr.RemoteAddr, tr.Accept, tr.Stderr = tt.remote, accept, []byte("PHP message: secret stderr")
-			_, body, rep := reply(t, &Responder{Detail: tt.detail}, tr)
+			_, body, rep := reply(t, &Explainer{Detail: tt.detail}, tr)
 			for _, secret := range []string{"secret-pool", "/srv/x.php", "secret stderr", "/x.php"} {
 				if strings.Contains(body, secret) {
 					t.Errorf("%s for %s (%s) shows %q:\n%s", tt.detail, tt.remote, accept, secret, body)
@@ -242,7 +243,7 @@ func TestHTMLPageEscapesWhatCameFromTheRequestAndPHP(t *testing.T) {
 	tr.Stderr = []byte(`PHP message: <img src=x onerror=alert(2)>`)
 	tr.RequestID = `id"><script>alert(3)</script>`
 	tr.Accept, tr.RemoteAddr = "text/html", "10.0.0.1"
-	head, body, _ := reply(t, &Responder{}, tr)
+	head, body, _ := reply(t, &Explainer{}, tr)
 	for _, raw := range []string{"<script>", "<img"} {
 		if strings.Contains(body, raw) {
 			t.Errorf("page contains unescaped %q:\n%s", raw, body)
@@ -260,10 +261,10 @@ func TestHTMLPageEscapesWhatCameFromTheRequestAndPHP(t *testing.T) {
 
 func TestAccessLogLineCarriesTheDiagnosis(t *testing.T) {
 	var buf bytes.Buffer
-	a := &AccessLog{Log: zerolog.New(&buf)}
+	e := &Explainer{Sinks: []Sink{&AccessLog{Log: zerolog.New(&buf)}}}
 	tr := workerDeath(time.Second)
 	tr.Truncated, tr.BytesOut = true, 4096
-	a.Observe(tr)
+	e.Observe(tr)
 	var line map[string]any
 	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
 		t.Fatal(err)
@@ -277,7 +278,7 @@ func TestAccessLogLineCarriesTheDiagnosis(t *testing.T) {
 		}
 	}
 	buf.Reset()
-	a.Observe(&proxy.Trace{RequestID: "ok-1", Status: 200})
+	e.Observe(&outcome.Trace{RequestID: "ok-1", Status: 200})
 	json.Unmarshal(buf.Bytes(), &line)
 	if line["level"] != "info" || line["outcome"] != "ok" {
 		t.Errorf("success line: %v", line)

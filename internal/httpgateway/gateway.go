@@ -2,8 +2,8 @@
 // front: static files from a document root, PHP scripts through php-fpm. It
 // is the engine of `fcgiscope http`, a server for local debugging.
 //
-// Every request that reaches php-fpm produces the same proxy.Trace the relay
-// produces, so a failure gets the same cause id, error page and log line as
+// Every request that reaches php-fpm produces the same outcome.Trace the
+// relay produces, so a failure gets the same cause id, error page and log line as
 // it would behind nginx with the sidecar. The CGI environment is built with
 // gofast's middleware (github.com/yookoala/gofast), the request is carried by
 // package fcgi, and the response's CGI headers are parsed here.
@@ -31,13 +31,15 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/fcgiscope/fcgiscope/internal/cgi"
+	"github.com/fcgiscope/fcgiscope/internal/exchange"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
-	"github.com/fcgiscope/fcgiscope/internal/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 // Defaults applied to zero fields of Gateway.
 const (
-	DefaultConnectTimeout = proxy.DefaultConnectTimeout
+	DefaultConnectTimeout = exchange.DefaultConnectTimeout
 	// DefaultMaxHeaderBytes bounds the CGI headers of a response. It is
 	// far above nginx's fastcgi_buffer_size (4 or 8 KiB), so that a page
 	// nginx would refuse with "upstream sent too big header" still shows
@@ -45,8 +47,20 @@ const (
 	// longer than about 1 KiB.
 	DefaultMaxHeaderBytes = 256 << 10
 	// DefaultStderrExcerpt bounds the FCGI_STDERR bytes kept in a Trace.
-	DefaultStderrExcerpt = proxy.DefaultStderrExcerpt
+	DefaultStderrExcerpt = exchange.DefaultStderrExcerpt
 )
+
+// A Responder explains a failed request with the response sent in its
+// place, as the relay's does.
+type Responder interface {
+	Respond(t *outcome.Trace) cgi.Reply
+}
+
+// An Observer receives the Trace of every request sent to the upstream,
+// once the request is over; it must not keep t.
+type Observer interface {
+	Observe(t *outcome.Trace)
+}
 
 // Gateway is an http.Handler that serves Root: static files itself and PHP
 // scripts through the FastCGI application at Upstream. Root and Upstream
@@ -95,10 +109,10 @@ type Gateway struct {
 	TempDir string
 	// Responder builds the response to a failed request; nil gives a
 	// plain one. diagnostics.Responder is the one fcgiscope uses.
-	Responder proxy.Responder
+	Responder Responder
 	// Observer receives the Trace of every request sent to the upstream;
 	// nil means none. diagnostics.AccessLog is the one fcgiscope uses.
-	Observer proxy.Observer
+	Observer Observer
 	// Log receives a line per static file served, at debug level, and
 	// php-fpm's FastCGI stderr, at warn level, which nginx would put in its
 	// error log. The zero Logger discards them.

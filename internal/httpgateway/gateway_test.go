@@ -19,7 +19,7 @@ import (
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
-	"github.com/fcgiscope/fcgiscope/internal/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 // fakeRequest is what a fake upstream received.
@@ -120,21 +120,21 @@ func endRequest(w *fcgi.Writer, status fcgi.ProtocolStatus) {
 // traces collects what the Observer gets.
 type traces struct {
 	mu sync.Mutex
-	ts []*proxy.Trace
+	ts []*outcome.Trace
 }
 
-func (o *traces) Observe(t *proxy.Trace) {
+func (o *traces) Observe(t *outcome.Trace) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.ts = append(o.ts, t)
 }
 
-func (o *traces) wait(t *testing.T, n int) []*proxy.Trace {
+func (o *traces) wait(t *testing.T, n int) []*outcome.Trace {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		o.mu.Lock()
-		ts := append([]*proxy.Trace(nil), o.ts...)
+		ts := append([]*outcome.Trace(nil), o.ts...)
 		o.mu.Unlock()
 		if len(ts) >= n || time.Now().After(deadline) {
 			if len(ts) < n {
@@ -366,41 +366,10 @@ func TestBodylessStatusesAndHEAD(t *testing.T) {
 	}
 }
 
-func TestCGIStatus(t *testing.T) {
-	tests := []struct {
-		head   string
-		status int
-	}{
-		{"Location: /elsewhere\n\n", 302},
-		{"Status: 301 Moved Permanently\nLocation: /elsewhere\n\n", 301},
-		{"Status: 418\r\n\r\n", 418},
-		{"Status: nonsense\r\n\r\n", 200},
-		{"\r\n", 200},
-		{"\n", 200},
-	}
-	for _, tt := range tests {
-		end, body := headerEnd([]byte(tt.head), 0)
-		if body != len(tt.head) {
-			t.Errorf("%q: header end %d body %d", tt.head, end, body)
-			continue
-		}
-		if h := parseCGIHeader([]byte(tt.head[:end])); h.status != tt.status {
-			t.Errorf("%q: status %d, want %d", tt.head, h.status, tt.status)
-		}
-	}
-	// The terminator may straddle the point where the search starts.
-	b := []byte("A: 1\r\n\r\nbody")
-	for from := 0; from <= 3; from++ {
-		if end, body := headerEnd(b, from); end != 6 || body != 8 {
-			t.Errorf("from %d: %d %d", from, end, body)
-		}
-	}
-}
-
 // responder is the Responder and Observer fcgiscope wires in.
 func diagnosed(t *testing.T, g *Gateway) (*traces, string) {
 	obs := &traces{}
-	g.Responder = &diagnostics.Responder{Detail: diagnostics.DetailFull}
+	g.Responder = &diagnostics.Explainer{Detail: diagnostics.DetailFull}
 	g.Observer = obs
 	return obs, serve(t, g)
 }
@@ -464,7 +433,7 @@ func TestFailuresAreExplained(t *testing.T) {
 		{"worker died while held back", fake(func(c net.Conn, w *fcgi.Writer, _ fakeRequest) {
 			writeStdout(w, "Content-Type: text/html\r\n\r\n<p>partial", 4096)
 			w.Flush()
-		}), 4096, 0, 502, "worker_died", fcgi.ErrNoEndRequest},
+		}), 4096, 0, 502, "worker_died", outcome.ErrNoEndRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -488,10 +457,10 @@ func TestFailuresAreExplained(t *testing.T) {
 			if tt.errIs != nil && !errors.Is(tr.Err, tt.errIs) {
 				t.Errorf("trace error %v, want one wrapping %v", tr.Err, tt.errIs)
 			}
-			var de *proxy.DialError
+			var de *outcome.DialError
 			if strings.HasPrefix(tt.cause, "upstream_refused") || strings.HasPrefix(tt.cause, "upstream_socket") {
 				if !errors.As(tr.Err, &de) || de.Addr != tt.upstream {
-					t.Errorf("trace error %#v, want a *proxy.DialError for %s", tr.Err, tt.upstream)
+					t.Errorf("trace error %#v, want a DialError for %s", tr.Err, tt.upstream)
 				}
 			}
 		})
@@ -512,7 +481,7 @@ func TestDeathAfterTheStartWasSentCutsTheTransfer(t *testing.T) {
 			t.Errorf("hold %d: the client read a whole response %d (%d bytes) from a worker that died", hold, resp.StatusCode, len(body))
 		}
 		tr := obs.wait(t, 1)[0]
-		if !tr.Truncated || tr.Replaced || !errors.Is(tr.Err, fcgi.ErrNoEndRequest) {
+		if !tr.Truncated || tr.Replaced || !errors.Is(tr.Err, outcome.ErrNoEndRequest) {
 			t.Errorf("hold %d: truncated %v replaced %v err %v", hold, tr.Truncated, tr.Replaced, tr.Err)
 		}
 	}
@@ -574,7 +543,7 @@ func TestClientDisconnectClosesTheUpstreamConnection(t *testing.T) {
 		t.Fatal("the upstream connection stayed open after the client left")
 	}
 	tr := obs.wait(t, 1)[0]
-	if !errors.Is(tr.Err, proxy.ErrClientAborted) || tr.Replaced {
+	if !errors.Is(tr.Err, outcome.ErrClientAborted) || tr.Replaced {
 		t.Errorf("trace err %v replaced %v, want client aborted", tr.Err, tr.Replaced)
 	}
 	if d := (&diagnostics.Classifier{}).Diagnose(tr); d == nil || d.Cause.ID != "client_aborted" {
@@ -622,7 +591,7 @@ func TestAbandonedUploadIsClientAborted(t *testing.T) {
 		t.Fatal("php-fpm was left waiting for the rest of the body")
 	}
 	tr := obs.wait(t, 1)[0]
-	if !errors.Is(tr.Err, proxy.ErrClientAborted) || tr.BytesIn != 1000 {
+	if !errors.Is(tr.Err, outcome.ErrClientAborted) || tr.BytesIn != 1000 {
 		t.Errorf("trace err %v bytes_in %d", tr.Err, tr.BytesIn)
 	}
 }

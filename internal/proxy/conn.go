@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 // lingerAfterEnd is how long a connection the web server asked to close is
@@ -125,19 +126,19 @@ func (c *conn) readFailed(err error) {
 	}
 	if timedOut && q.trace.ParamsDone.IsZero() && c.srv.ParamsTimeout > 0 {
 		c.srv.Log.Warn().Uint64("conn", c.id).Dur("params_timeout", c.srv.ParamsTimeout).Msg("the web server did not send a whole request head within the params timeout (FCGISCOPE_PARAMS_TIMEOUT); closing the connection")
-		q.abandon(fmt.Errorf("%w (%s)", ErrParamsTimeout, c.srv.ParamsTimeout))
+		q.abandon(&outcome.ParamsTimeoutError{Timeout: c.srv.ParamsTimeout})
 		q.finishStdinSide()
 		return
 	}
 	if !q.responseDone() {
 		// The web server went away mid-request: nginx does so when the
 		// client aborts or its fastcgi_read_timeout expires.
-		var cause error = ErrClientAborted
+		var cause error = outcome.ErrClientAborted
 		if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-			cause = fmt.Errorf("%w: %w", ErrClientAborted, err)
+			cause = fmt.Errorf("%w: %w", outcome.ErrClientAborted, err)
 		}
 		if c.srv.closing.Load() && errors.Is(err, net.ErrClosed) {
-			cause = ErrShutdown
+			cause = outcome.ErrShutdown
 		}
 		q.abandon(cause)
 	}
@@ -158,7 +159,7 @@ func (c *conn) handle(h fcgi.Header) error {
 					return w.WriteEndRequest(h.RequestID, fcgi.EndRequest{ProtocolStatus: fcgi.StatusCantMPXConn})
 				})
 			}
-			return &ProtocolError{Reason: fmt.Sprintf("BEGIN_REQUEST for request %d, which is still in flight", h.RequestID)}
+			return &outcome.ProtocolError{Reason: fmt.Sprintf("BEGIN_REQUEST for request %d, which is still in flight", h.RequestID)}
 		}
 		if q != nil {
 			// The response is done but the body never ended: the web
@@ -178,10 +179,10 @@ func (c *conn) handle(h fcgi.Header) error {
 	case fcgi.TypeStdin, fcgi.TypeData:
 		c.forwardBody(q, h)
 	case fcgi.TypeAbortRequest:
-		q.abandon(fmt.Errorf("%w (ABORT_REQUEST)", ErrClientAborted))
+		q.abandon(fmt.Errorf("%w (ABORT_REQUEST)", outcome.ErrClientAborted))
 		q.finishStdinSide()
 	default:
-		return &ProtocolError{Reason: fmt.Sprintf("unexpected %s record from the web server", h.Type)}
+		return &outcome.ProtocolError{Reason: fmt.Sprintf("unexpected %s record from the web server", h.Type)}
 	}
 	return nil
 }
@@ -200,13 +201,13 @@ func (c *conn) handleManagement(h fcgi.Header) error {
 			return true
 		})
 		if err != nil {
-			return &ProtocolError{Reason: "bad GET_VALUES: " + err.Error()}
+			return &outcome.ProtocolError{Reason: "bad GET_VALUES: " + err.Error()}
 		}
 		return c.writeLocked(func(w *fcgi.Writer) error {
 			return w.WriteRecord(fcgi.TypeGetValuesResult, 0, body)
 		})
 	case fcgi.TypeBeginRequest, fcgi.TypeParams, fcgi.TypeStdin, fcgi.TypeData, fcgi.TypeAbortRequest:
-		return &ProtocolError{Reason: fmt.Sprintf("%s record with request id 0", h.Type)}
+		return &outcome.ProtocolError{Reason: fmt.Sprintf("%s record with request id 0", h.Type)}
 	}
 	// Any other management record gets UNKNOWN_TYPE, as the spec asks.
 	body := [8]byte{byte(h.Type)}
@@ -228,7 +229,7 @@ func (c *conn) writeLocked(fn func(w *fcgi.Writer) error) error {
 func (c *conn) begin(h fcgi.Header) error {
 	b, err := fcgi.ParseBeginRequest(c.r.Content())
 	if err != nil {
-		return &ProtocolError{Reason: err.Error()}
+		return &outcome.ProtocolError{Reason: err.Error()}
 	}
 	c.inflight.Add(1)
 	c.begun.Store(true)
@@ -244,7 +245,7 @@ func (c *conn) begin(h fcgi.Header) error {
 		respEnded: make(chan struct{}),
 	}
 	q.pending.Store(2)
-	q.trace = Trace{
+	q.trace = outcome.Trace{
 		ConnID:        c.id,
 		FCGIRequestID: h.RequestID,
 		KeepConn:      b.KeepConn(),
@@ -259,7 +260,7 @@ func (c *conn) begin(h fcgi.Header) error {
 func (c *conn) handleParams(q *request) error {
 	t := &q.trace
 	if !t.ParamsDone.IsZero() {
-		return &ProtocolError{Reason: "PARAMS record after the end of the PARAMS stream"}
+		return &outcome.ProtocolError{Reason: "PARAMS record after the end of the PARAMS stream"}
 	}
 	content := c.r.Content()
 	if len(content) > 0 {
@@ -275,7 +276,7 @@ func (c *conn) handleParams(q *request) error {
 	}
 	t.ParamsDone = time.Now()
 	if err := c.noteParams(q); err != nil {
-		q.failEarly(&ProtocolError{Reason: err.Error()})
+		q.failEarly(&outcome.ProtocolError{Reason: err.Error()})
 		return nil
 	}
 	c.startUpstream(q)
@@ -353,7 +354,7 @@ func (c *conn) startUpstream(q *request) {
 		}
 		t.QueueEnd = time.Now()
 		if !ok {
-			q.failEarly(&QueueTimeoutError{Waited: t.QueueEnd.Sub(t.QueueStart), MaxConns: srv.MaxConns})
+			q.failEarly(&outcome.QueueTimeoutError{Waited: t.QueueEnd.Sub(t.QueueStart), MaxConns: srv.MaxConns})
 			return
 		}
 		q.slot = true
@@ -422,12 +423,7 @@ func (c *conn) forwardBody(q *request, h fcgi.Header) {
 		// A write error means the upstream went away; its reader sees
 		// why and answers for it. The rest of the body is dropped.
 	}
-	q.mu.Lock()
-	q.trace.BytesIn += n
-	if end {
-		q.trace.StdinDone = time.Now()
-	}
-	q.mu.Unlock()
+	q.noteBody(n, end)
 	if end {
 		q.finishStdinSide()
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/fcgitest"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 // keptUpstream behaves as php-fpm does towards kept connections: it serves
@@ -70,7 +71,7 @@ func (u *keptUpstream) serve(t testing.TB, conn net.Conn) {
 
 func get(t *testing.T, addr fcgi.Addr, echo string) {
 	t.Helper()
-	resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq("REQUEST_METHOD", "GET", "CONTENT_LENGTH", "", "ECHO", echo))
+	resp, err := fcgitest.Do(context.Background(), addr, newReq("REQUEST_METHOD", "GET", "CONTENT_LENGTH", "", "ECHO", echo))
 	if err != nil {
 		t.Fatalf("GET %s: %v", echo, err)
 	}
@@ -101,7 +102,7 @@ func TestKeptUpstreamConnectionIsReusedByLaterRequests(t *testing.T) {
 	// never meet a kept connection closing under it.
 	req := newReq("REQUEST_METHOD", "POST", "CONTENT_LENGTH", "4", "ECHO", "post")
 	req.Stdin = strings.NewReader("body")
-	resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), req)
+	resp, err := fcgitest.Do(context.Background(), addr, req)
 	if err != nil || !bytes.HasSuffix(resp.Stdout, []byte("post body")) {
 		t.Fatalf("POST: %v %q", err, resp.Stdout)
 	}
@@ -183,7 +184,7 @@ func TestARequestNeedingANewConnectionFreesAKeptOne(t *testing.T) {
 	// php-fpm worker the POST may need, so it goes.
 	req := newReq("REQUEST_METHOD", "POST", "CONTENT_LENGTH", "1", "ECHO", "p")
 	req.Stdin = strings.NewReader("x")
-	if _, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), req); err != nil {
+	if _, err := fcgitest.Do(context.Background(), addr, req); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -246,7 +247,7 @@ func TestSlotComesBackWithTheKeptConnection(t *testing.T) {
 
 	second := make(chan error, 1)
 	go func() {
-		_, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq("REQUEST_METHOD", "GET", "CONTENT_LENGTH", ""))
+		_, err := fcgitest.Do(context.Background(), addr, newReq("REQUEST_METHOD", "GET", "CONTENT_LENGTH", ""))
 		second <- err
 	}()
 	select {
@@ -275,7 +276,7 @@ func TestResendGoesOnWhenTheNewConnectionFailsAtOnce(t *testing.T) {
 	srv := &Server{
 		Upstream:     upstream,
 		QueueTimeout: 5 * time.Second,
-		RetryClosed:  func(*Trace) bool { return true }, // php-fpm's log says it is stopping
+		RetryClosed:  func(*outcome.Trace) bool { return true }, // php-fpm's log says it is stopping
 		Observer:     obs,
 		Dial: func(ctx context.Context, addr fcgi.Addr) (net.Conn, error) {
 			switch dials.Add(1) {

@@ -18,18 +18,19 @@ import (
 
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/fcgitest"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 // traces collects the Traces an Observer receives.
 type traces struct {
 	mu   sync.Mutex
-	list []Trace
+	list []outcome.Trace
 	ch   chan struct{}
 }
 
 func newTraces() *traces { return &traces{ch: make(chan struct{}, 1000)} }
 
-func (o *traces) Observe(t *Trace) {
+func (o *traces) Observe(t *outcome.Trace) {
 	o.mu.Lock()
 	o.list = append(o.list, *t)
 	o.mu.Unlock()
@@ -37,7 +38,7 @@ func (o *traces) Observe(t *Trace) {
 }
 
 // next waits for the next Trace.
-func (o *traces) next(t *testing.T) Trace {
+func (o *traces) next(t *testing.T) outcome.Trace {
 	t.Helper()
 	select {
 	case <-o.ch:
@@ -99,13 +100,7 @@ func startProxy(t *testing.T, srv *Server) fcgi.Addr {
 	return addr
 }
 
-func newReq(params ...string) *fcgi.Request {
-	req := &fcgi.Request{}
-	for i := 0; i+1 < len(params); i += 2 {
-		req.Params = append(req.Params, fcgi.Pair{Name: params[i], Value: params[i+1]})
-	}
-	return req
-}
+func newReq(params ...string) *fcgitest.Request { return fcgitest.NewRequest(params...) }
 
 func TestRelayForwardsRequestAndResponseUnchanged(t *testing.T) {
 	obs := newTraces()
@@ -115,7 +110,7 @@ func TestRelayForwardsRequestAndResponseUnchanged(t *testing.T) {
 	body := bytes.Repeat([]byte("0123456789abcdef"), 300000) // 4.8 MB, many records
 	req := newReq("ECHO", "hi", "REQUEST_METHOD", "POST", "REQUEST_URI", "/up.php?x=1", "HTTP_X_REQUEST_ID", "abc-123")
 	req.Stdin = bytes.NewReader(body)
-	resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), req)
+	resp, err := fcgitest.Do(context.Background(), addr, req)
 	if err != nil {
 		t.Fatalf("request through the relay failed: %v", err)
 	}
@@ -153,18 +148,57 @@ func TestKeepConnServesSequentialRequestsOnOneConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	kc := newKeptClient(conn)
 	for i := range 50 {
-		req := newReq("ECHO", "n")
-		req.KeepConn = true
-		req.Stdin = strings.NewReader("body")
-		var out, errOut bytes.Buffer
-		if _, err := fcgi.RoundTrip(conn, req, &out, &errOut); err != nil {
+		out, err := kc.roundTrip("body", "ECHO", "n")
+		if err != nil {
 			t.Fatalf("request %d on the kept connection: %v", i, err)
 		}
-		if !strings.HasSuffix(out.String(), "n "+hexSHA("body")) {
-			t.Fatalf("request %d: stdout %q", i, out.String())
+		if !strings.HasSuffix(out, "n "+hexSHA("body")) {
+			t.Fatalf("request %d: stdout %q", i, out)
 		}
 		obs.next(t)
+	}
+}
+
+// keptClient sends requests one after the other on one connection, as
+// nginx does with fastcgi_keep_conn on.
+type keptClient struct {
+	w *fcgi.Writer
+	r *fcgi.Reader
+}
+
+func newKeptClient(conn net.Conn) *keptClient {
+	return &keptClient{w: fcgi.NewWriter(conn), r: fcgi.NewReader(conn)}
+}
+
+// roundTrip sends one request with body and the params given as name,
+// value, ..., and returns its STDOUT once END_REQUEST came.
+func (k *keptClient) roundTrip(body string, params ...string) (string, error) {
+	var pb []byte
+	for i := 0; i+1 < len(params); i += 2 {
+		pb = fcgi.AppendPair(pb, params[i], params[i+1])
+	}
+	k.w.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.RoleResponder, Flags: fcgi.FlagKeepConn})
+	k.w.WriteStream(fcgi.TypeParams, 1, pb)
+	k.w.EndStream(fcgi.TypeParams, 1)
+	k.w.WriteStream(fcgi.TypeStdin, 1, []byte(body))
+	k.w.EndStream(fcgi.TypeStdin, 1)
+	if err := k.w.Flush(); err != nil {
+		return "", err
+	}
+	var out bytes.Buffer
+	for {
+		h, err := k.r.Next()
+		if err != nil {
+			return out.String(), err
+		}
+		switch h.Type {
+		case fcgi.TypeStdout:
+			out.Write(k.r.Content())
+		case fcgi.TypeEndRequest:
+			return out.String(), nil
+		}
 	}
 }
 
@@ -175,7 +209,7 @@ func hexSHA(s string) string {
 
 func TestGetValuesIsAnsweredByTheRelay(t *testing.T) {
 	addr := startProxy(t, &Server{Upstream: fcgi.Addr{Network: "unix", Address: "/nonexistent/php.sock"}})
-	v, err := (&fcgi.Client{Addr: addr}).GetValues(context.Background(), fcgi.ValueMPXSConns, fcgi.ValueMaxConns, "UNKNOWN")
+	v, err := fcgitest.GetValues(context.Background(), addr, fcgi.ValueMPXSConns, fcgi.ValueMaxConns, "UNKNOWN")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +269,7 @@ func TestUnreachableUpstreamIsAnsweredWithA502(t *testing.T) {
 	dir := t.TempDir()
 	missing := fcgi.Addr{Network: "unix", Address: filepath.Join(dir, "php.sock")}
 	addr := startProxy(t, &Server{Upstream: missing, Observer: obs})
-	resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq("REQUEST_URI", "/x.php"))
+	resp, err := fcgitest.Do(context.Background(), addr, newReq("REQUEST_URI", "/x.php"))
 	if err != nil {
 		t.Fatalf("want a complete replacement response, got %v", err)
 	}
@@ -243,11 +277,11 @@ func TestUnreachableUpstreamIsAnsweredWithA502(t *testing.T) {
 		t.Errorf("stdout = %q, want a 502", resp.Stdout)
 	}
 	tr := obs.next(t)
-	var de *DialError
+	var de *outcome.DialError
 	if !errors.As(tr.Err, &de) || !errors.Is(tr.Err, syscall.ENOENT) {
 		t.Errorf("trace error = %v, want a DialError wrapping ENOENT", tr.Err)
 	}
-	if !tr.Replaced || tr.Status != 502 || tr.Phase() != PhaseConnect {
+	if !tr.Replaced || tr.Status != 502 || tr.Phase() != outcome.PhaseConnect {
 		t.Errorf("replaced %v status %d phase %s", tr.Replaced, tr.Status, tr.Phase())
 	}
 }
@@ -275,7 +309,7 @@ func dyingUpstream(n int) upstreamFunc {
 func TestWorkerDeathInsideHoldBackIsReplaced(t *testing.T) {
 	obs := newTraces()
 	addr := startProxy(t, &Server{Upstream: fakeUpstream(t, dyingUpstream(1000)), Observer: obs, HoldBytes: 65536})
-	resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq())
+	resp, err := fcgitest.Do(context.Background(), addr, newReq())
 	if err != nil {
 		t.Fatalf("want a complete replacement response, got %v", err)
 	}
@@ -283,7 +317,7 @@ func TestWorkerDeathInsideHoldBackIsReplaced(t *testing.T) {
 		t.Errorf("stdout = %q, want only the replacement", resp.Stdout)
 	}
 	tr := obs.next(t)
-	if !errors.Is(tr.Err, fcgi.ErrNoEndRequest) || tr.Truncated || !tr.Replaced {
+	if !errors.Is(tr.Err, outcome.ErrNoEndRequest) || tr.Truncated || !tr.Replaced {
 		t.Errorf("trace err %v truncated %v replaced %v", tr.Err, tr.Truncated, tr.Replaced)
 	}
 }
@@ -292,8 +326,8 @@ func TestWorkerDeathAfterForwardingBreaksOffTheResponse(t *testing.T) {
 	for _, hold := range []int{0, 4096} {
 		obs := newTraces()
 		addr := startProxy(t, &Server{Upstream: fakeUpstream(t, dyingUpstream(100000)), Observer: obs, HoldBytes: hold})
-		resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq())
-		if !errors.Is(err, fcgi.ErrNoEndRequest) {
+		resp, err := fcgitest.Do(context.Background(), addr, newReq())
+		if !errors.Is(err, outcome.ErrNoEndRequest) {
 			t.Errorf("hold %d: client error = %v, want no END_REQUEST (a broken response)", hold, err)
 		}
 		if resp != nil && bytes.Contains(resp.Stdout, []byte("Status: 502")) {
@@ -337,8 +371,8 @@ func TestClientAbortClosesTheUpstreamConnection(t *testing.T) {
 		t.Fatal("the upstream connection stayed open after the web server went away")
 	}
 	tr := obs.next(t)
-	if !errors.Is(tr.Err, ErrClientAborted) {
-		t.Errorf("trace error = %v, want ErrClientAborted", tr.Err)
+	if !errors.Is(tr.Err, outcome.ErrClientAborted) {
+		t.Errorf("trace error = %v, want outcome.ErrClientAborted", tr.Err)
 	}
 }
 
@@ -349,12 +383,13 @@ func TestReadTimeoutFailsASilentUpstream(t *testing.T) {
 		io.Copy(io.Discard, conn)
 	})
 	addr := startProxy(t, &Server{Upstream: up, Observer: obs, ReadTimeout: 100 * time.Millisecond})
-	resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq())
+	resp, err := fcgitest.Do(context.Background(), addr, newReq())
 	if err != nil || !bytes.HasPrefix(resp.Stdout, []byte("Status: ")) {
 		t.Fatalf("want a replacement, got %v", err)
 	}
-	if tr := obs.next(t); !errors.Is(tr.Err, ErrReadTimeout) {
-		t.Errorf("trace error = %v, want ErrReadTimeout", tr.Err)
+	var rte *outcome.ReadTimeoutError
+	if tr := obs.next(t); !errors.As(tr.Err, &rte) || rte.Timeout != 100*time.Millisecond {
+		t.Errorf("trace error = %v, want a ReadTimeoutError of 100ms", tr.Err)
 	}
 }
 
@@ -368,7 +403,7 @@ func TestShutdownLetsARequestInFlightFinish(t *testing.T) {
 	result := make(chan error, 1)
 	go func() {
 		req := newReq("ECHO", "late")
-		_, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), req)
+		_, err := fcgitest.Do(context.Background(), addr, req)
 		result <- err
 	}()
 	time.Sleep(100 * time.Millisecond)
@@ -460,10 +495,9 @@ func TestIdleAndSlowClientsAreCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	kc := newKeptClient(conn)
 	for range 3 {
-		req := newReq("ECHO", "x")
-		req.KeepConn = true
-		if _, err := fcgi.RoundTrip(conn, req, io.Discard, io.Discard); err != nil {
+		if _, err := kc.roundTrip("", "ECHO", "x"); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -485,12 +519,12 @@ func TestOversizedCGIHeadersFailWhileNothingWasSent(t *testing.T) {
 		w.Flush()
 	})
 	addr := startProxy(t, &Server{Upstream: up, Observer: obs, HoldBytes: 65536, MaxHeaderBytes: 4096})
-	resp, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq())
+	resp, err := fcgitest.Do(context.Background(), addr, newReq())
 	if err != nil || !bytes.HasPrefix(resp.Stdout, []byte("Status: 502")) {
 		t.Fatalf("want a replacement 502, got %v %q", err, resp.Stdout)
 	}
-	var pe *ProtocolError
-	if tr := obs.next(t); !errors.As(tr.Err, &pe) || !strings.Contains(pe.Reason, "4096") {
+	var he *outcome.HeadTooLongError
+	if tr := obs.next(t); !errors.As(tr.Err, &he) || he.Limit != 4096 {
 		t.Errorf("trace error %v", tr.Err)
 	}
 }
@@ -504,7 +538,7 @@ func TestClientConnectionLimitMakesNewConnectionsWait(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := (&fcgi.Client{Addr: addr}).Do(context.Background(), newReq("ECHO", "second"))
+		_, err := fcgitest.Do(context.Background(), addr, newReq("ECHO", "second"))
 		done <- err
 	}()
 	select {
@@ -536,9 +570,7 @@ func TestIdleTimeoutAppliesAfterASlowKeptAliveResponse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	req := newReq("ECHO", "x")
-	req.KeepConn = true
-	if _, err := fcgi.RoundTrip(conn, req, io.Discard, io.Discard); err != nil {
+	if _, err := newKeptClient(conn).roundTrip("", "ECHO", "x"); err != nil {
 		t.Fatal(err)
 	}
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))

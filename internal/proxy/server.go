@@ -18,7 +18,9 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/fcgiscope/fcgiscope/internal/cgi"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 // Defaults applied to zero fields of Server.
@@ -26,31 +28,27 @@ const (
 	DefaultConnectTimeout = 3 * time.Second
 	DefaultMaxParamsBytes = 1 << 20
 	DefaultStderrExcerpt  = 4 << 10
+	// DefaultMaxHeaderBytes bounds the CGI headers of a response when
+	// Server.MaxHeaderBytes is 0.
+	DefaultMaxHeaderBytes = cgi.DefaultLimit
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = errors.New("proxy: server closed")
 
-// A Responder writes the response sent to the web server in place of the
-// upstream's when a request fails before any of the response was forwarded.
+// A Responder explains a failed request with the response sent to the web
+// server in place of the upstream's. It is called when a request fails
+// before any of the response was forwarded, on the request's response side:
+// it may take its time (to gather evidence) without holding up the
+// connection.
 type Responder interface {
-	Respond(t *Trace) Reply
-}
-
-// Reply is a replacement response.
-type Reply struct {
-	// CGI is the response in CGI form: headers including Status, a blank
-	// line, the body.
-	CGI []byte
-	// LogLine, when not empty, is sent as FCGI_STDERR so that the web
-	// server's error log carries it.
-	LogLine string
+	Respond(t *outcome.Trace) cgi.Reply
 }
 
 // An Observer receives every finished request. Observe is called once per
 // request, from the relay's goroutines, and must not keep t after it returns.
 type Observer interface {
-	Observe(t *Trace)
+	Observe(t *outcome.Trace)
 }
 
 // Server relays FastCGI connections to one upstream. Upstream must be set;
@@ -85,7 +83,7 @@ type Server struct {
 	// OPTIONS, and should say yes only when the upstream is known to have
 	// been reloading or stopping: a worker that was killed may have run
 	// the script already.
-	RetryClosed func(t *Trace) bool
+	RetryClosed func(t *outcome.Trace) bool
 	// UpstreamKeepAlive, when positive, is how many idle upstream
 	// connections are kept open for later requests, as nginx's keepalive
 	// directive does: a request then skips the connect and php-fpm the
@@ -149,6 +147,7 @@ type Server struct {
 	inFlight  atomic.Int64
 	queued    atomic.Int64
 	idle      idlePool
+	observing sync.WaitGroup // Observer calls running on goroutines of their own
 	// linger replaces lingerAfterEnd in tests that cannot wait for it.
 	linger time.Duration
 }
@@ -281,7 +280,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		if s.closeIdle() {
-			return nil
+			return s.waitObserving(ctx)
 		}
 		select {
 		case <-ctx.Done():
@@ -289,6 +288,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			return ctx.Err()
 		case <-tick.C:
 		}
+	}
+}
+
+// waitObserving waits for the Observer calls still running, so that every
+// request is recorded before Shutdown returns.
+func (s *Server) waitObserving(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.observing.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -386,7 +401,7 @@ func (s *Server) dial(ctx context.Context) (net.Conn, error) {
 		conn, err = d.DialContext(ctx, s.Upstream.Network, s.Upstream.Address)
 	}
 	if err != nil {
-		return nil, &DialError{Addr: s.Upstream, Err: err}
+		return nil, &outcome.DialError{Addr: s.Upstream, Err: err}
 	}
 	return conn, nil
 }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fcgiscope/fcgiscope/internal/child"
 )
 
 // Process is a running fcgiscope binary started by StartFcgiscope.
@@ -22,7 +24,7 @@ type Process struct {
 	// not call Cmd.Wait; after Stop, Cmd.ProcessState holds the exit status.
 	Cmd *exec.Cmd
 
-	proc     *process
+	proc     *child.Child
 	output   *syncBuffer
 	stopOnce sync.Once
 }
@@ -148,7 +150,7 @@ func startServe(t testing.TB, bin string, cred *syscall.Credential, env []string
 	t.Helper()
 	// The admin endpoint's default port would clash between instances
 	// running at once; tests that want it name an address.
-	fullEnv := append(append(serverEnv(), "FCGISCOPE_ADMIN_LISTEN="), env...)
+	fullEnv := append(append(child.Env(nil), "FCGISCOPE_ADMIN_LISTEN="), env...)
 	listen := lastEnv(fullEnv, "FCGISCOPE_LISTEN")
 	if listen == "" {
 		t.Fatalf("testbed: StartFcgiscope needs FCGISCOPE_LISTEN to know when fcgiscope is ready")
@@ -167,7 +169,7 @@ func startServe(t testing.TB, bin string, cred *syscall.Credential, env []string
 	cmd.Stdout, cmd.Stderr = output, output // Stdin stays nil, i.e. /dev/null.
 	// A child that inherited the output pipe must not block Stop forever.
 	cmd.WaitDelay = 2 * time.Second
-	proc, err := startProcess(cmd, syscall.SIGTERM)
+	proc, err := child.Start(cmd, syscall.SIGTERM)
 	if err != nil {
 		t.Fatalf("testbed: fcgiscope: %v", err)
 	}
@@ -179,7 +181,7 @@ func startServe(t testing.TB, bin string, cred *syscall.Credential, env []string
 		}
 	})
 
-	if err := proc.waitReady(network, address); err != nil {
+	if err := proc.WaitReady(network, address, readyTimeout); err != nil {
 		t.Fatalf("testbed: fcgiscope not ready: %v\noutput:\n%s", err, tail(p.Output(), 60))
 	}
 	t.Logf("testbed: fcgiscope pid %d listening on %s", p.Pid, listen)
@@ -202,7 +204,7 @@ func lastEnv(env []string, key string) string {
 // concurrently.
 func (p *Process) Stop() {
 	p.stopOnce.Do(func() {
-		p.proc.shutdown(stopStep{sig: syscall.SIGTERM, wait: 10 * time.Second})
+		p.proc.Stop(child.Step{Signal: syscall.SIGTERM, Wait: 10 * time.Second})
 	})
 }
 

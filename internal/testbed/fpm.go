@@ -1,24 +1,22 @@
 package testbed
 
 import (
+	"context"
 	"fmt"
-	"math"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/fcgiscope/fcgiscope/internal/phpfpm"
 )
 
 // FPMConfig configures the php-fpm started by StartFPM. The zero value is a
 // static pool of 4 workers on a new unix socket.
 type FPMConfig struct {
 	// Listen is "127.0.0.1:PORT" or an absolute unix socket path ("unix:/path"
-	// is accepted too). Empty means a new unix socket "fpm.sock" in a
+	// is accepted too). Empty means a new unix socket "php-fpm.sock" in a
 	// ShortTempDir.
 	Listen string
 	// PM is the process manager: "static" (default), "dynamic" or
@@ -53,139 +51,72 @@ type FPMConfig struct {
 // FPM is a running php-fpm master started by StartFPM.
 type FPM struct {
 	Pid        int    // master pid
-	Addr       string // nginx fastcgi_pass syntax: "127.0.0.1:PORT" or "unix:/path/fpm.sock"
+	Addr       string // nginx fastcgi_pass syntax: "127.0.0.1:PORT" or "unix:/path/php-fpm.sock"
 	Network    string // "tcp" or "unix"
-	Address    string // "127.0.0.1:PORT" or "/path/fpm.sock", as net.Dial takes it
+	Address    string // "127.0.0.1:PORT" or "/path/php-fpm.sock", as net.Dial takes it
 	ConfigPath string // the php-fpm.conf written: [global] plus one pool named "www"
 	ErrorLog   string // php-fpm error_log, at log_level notice
 	SlowLog    string // slowlog path; "" when SlowlogTimeout is off
 	Dir        string // temp dir holding the config and logs
 
-	proc     *process
-	stopOnce sync.Once
-	bin      string
-	asRoot   bool
+	p *phpfpm.Process
 }
 
-// fpmTemplate renders php-fpm.conf. Workers inherit the system php.ini
-// (output_buffering = 4096 on Debian), so scripts that stream must end output
-// buffering themselves.
-var fpmTemplate = template.Must(template.New("php-fpm.conf").Parse(`; Written by fcgiscope internal/testbed.
-[global]
-pid = {{.Dir}}/php-fpm.pid
-error_log = {{.ErrorLog}}
-log_level = notice
-daemonize = no
-
-[www]
-{{- if .Root}}
-; php-fpm runs as root only with -R, and then the pool must name its user.
-user = root
-group = root
-{{- end}}
-listen = {{.Address}}
-{{- if eq .Network "unix"}}
-listen.mode = {{.ListenMode}}
-{{- end}}
-{{- if .ListenBacklog}}
-listen.backlog = {{.ListenBacklog}}
-{{- end}}
-pm = {{.PM}}
-pm.max_children = {{.MaxChildren}}
-{{- if eq .PM "dynamic"}}
-pm.start_servers = 1
-pm.min_spare_servers = 1
-pm.max_spare_servers = {{.MaxChildren}}
-{{- end}}
-{{- if .TerminateSeconds}}
-request_terminate_timeout = {{.TerminateSeconds}}s
-{{- end}}
-{{- if .SlowlogSeconds}}
-request_slowlog_timeout = {{.SlowlogSeconds}}s
-slowlog = {{.SlowLog}}
-{{- end}}
-{{- if .StatusPath}}
-pm.status_path = {{.StatusPath}}
-{{- end}}
-{{- if .PingPath}}
-ping.path = {{.PingPath}}
-{{- end}}
-{{- if .CatchWorkersOutput}}
-catch_workers_output = yes
-{{- end}}
-; Debian's php.ini caps request bodies at 8M; the tests send more.
-php_admin_value[post_max_size] = 2G
-php_admin_value[upload_max_filesize] = 2G
-{{.Extra}}
-`))
-
-// fpmTemplateData is the input of fpmTemplate.
-type fpmTemplateData struct {
-	FPMConfig
-	Dir, Network, Address, ErrorLog, SlowLog string
-	Root                                     bool
-	TerminateSeconds, SlowlogSeconds         int
-}
+// testPool is what every test pool has besides FPMConfig.Extra: Debian's
+// php.ini caps request bodies at 8M, and the tests send more.
+const testPool = "php_admin_value[post_max_size] = 2G\nphp_admin_value[upload_max_filesize] = 2G\n"
 
 // StartFPM starts php-fpm with a generated php-fpm.conf, waits until its
-// listen address accepts a connection, and stops it in t.Cleanup. It skips the
-// test when php-fpm is not installed (see RequireFPM). When running as root it
-// passes -R and runs the workers as root, because php-fpm refuses to start as
-// root otherwise.
+// listen address accepts connections with every static worker running, and
+// stops it in t.Cleanup. It skips the test when php-fpm is not installed
+// (see RequireFPM). Workers inherit the system php.ini (output_buffering =
+// 4096 on Debian), so scripts that stream must end output buffering
+// themselves.
 func StartFPM(t testing.TB, cfg FPMConfig) *FPM {
 	t.Helper()
 	bin := RequireFPM(t)
 	dir := ShortTempDir(t)
-
-	if cfg.Listen == "" {
-		cfg.Listen = filepath.Join(dir, "fpm.sock")
-	}
-	network, address, err := parseNginxAddr(cfg.Listen)
-	if err != nil {
-		t.Fatalf("testbed: FPMConfig.Listen: %v", err)
-	}
-	if cfg.PM == "" {
-		cfg.PM = "static"
+	listen := cfg.Listen
+	if listen != "" && !strings.HasPrefix(listen, "/") && !strings.HasPrefix(listen, "unix:") {
+		if _, _, err := parseNginxAddr(listen); err != nil {
+			t.Fatalf("testbed: FPMConfig.Listen: %v", err)
+		}
 	}
 	if cfg.MaxChildren <= 0 {
 		cfg.MaxChildren = 4
 	}
-	if cfg.ListenMode == "" {
-		cfg.ListenMode = "0666"
+	mode := cfg.ListenMode
+	if mode == "" {
+		mode = "0666"
 	}
-
-	f := &FPM{
-		Network:    network,
-		Address:    address,
-		Addr:       address,
-		ConfigPath: filepath.Join(dir, "php-fpm.conf"),
-		ErrorLog:   filepath.Join(dir, "php-fpm.log"),
-		Dir:        dir,
-	}
-	if network == "unix" {
-		f.Addr = "unix:" + address
-	}
-	if cfg.SlowlogTimeout > 0 {
-		f.SlowLog = filepath.Join(dir, "slow.log")
-	}
-
-	data := fpmTemplateData{
-		FPMConfig:        cfg,
-		Dir:              dir,
-		Network:          network,
-		Address:          address,
-		ErrorLog:         f.ErrorLog,
-		SlowLog:          f.SlowLog,
-		Root:             os.Geteuid() == 0,
-		TerminateSeconds: wholeSeconds(cfg.RequestTerminateTimeout),
-		SlowlogSeconds:   wholeSeconds(cfg.SlowlogTimeout),
-	}
-	if err := writeTemplate(f.ConfigPath, fpmTemplate, data); err != nil {
+	p, err := phpfpm.Start(context.Background(), phpfpm.Config{
+		Binary:                  bin,
+		Dir:                     dir,
+		Listen:                  listen,
+		ListenMode:              mode,
+		ListenBacklog:           cfg.ListenBacklog,
+		PM:                      cfg.PM,
+		MaxChildren:             cfg.MaxChildren,
+		RequestTerminateTimeout: cfg.RequestTerminateTimeout,
+		SlowlogTimeout:          cfg.SlowlogTimeout,
+		StatusPath:              cfg.StatusPath,
+		PingPath:                cfg.PingPath,
+		CatchWorkersOutput:      cfg.CatchWorkersOutput,
+		Extra:                   testPool + cfg.Extra,
+	})
+	if err != nil {
 		t.Fatalf("testbed: %v", err)
 	}
-
-	f.bin, f.asRoot = bin, data.Root
-	f.launch(t)
+	f := &FPM{p: p, Network: p.Addr.Network, Address: p.Addr.Address, Addr: p.Addr.String(),
+		ConfigPath: p.ConfigPath, ErrorLog: p.ErrorLog, SlowLog: p.SlowLog, Dir: p.Dir}
+	f.Pid = p.Pid
+	t.Cleanup(func() {
+		f.Stop()
+		if t.Failed() {
+			t.Logf("testbed: php-fpm error log %s:\n%s", f.ErrorLog, tail(f.ReadErrorLog(), 40))
+		}
+	})
+	t.Logf("testbed: php-fpm pid %d listening on %s (dir %s)", f.Pid, f.Addr, dir)
 	return f
 }
 
@@ -194,87 +125,37 @@ func StartFPM(t testing.TB, cfg FPMConfig) *FPM {
 // does.
 func (f *FPM) Restart(t testing.TB) {
 	t.Helper()
-	f.Stop()
-	f.stopOnce = sync.Once{}
-	f.launch(t)
+	if err := f.p.Restart(context.Background(), 5*time.Second); err != nil {
+		t.Fatalf("testbed: restarting php-fpm: %v", err)
+	}
+	f.Pid = f.p.Pid
+	t.Logf("testbed: php-fpm restarted, pid %d", f.Pid)
 }
 
-// launch starts the master and waits until it accepts connections.
-func (f *FPM) launch(t testing.TB) {
-	t.Helper()
-	bin, dir, network, address := f.bin, f.Dir, f.Network, f.Address
-	out, err := openLog(filepath.Join(dir, "php-fpm.out"))
-	if err != nil {
-		t.Fatalf("testbed: %v", err)
-	}
-	defer out.Close() // The child has its own copy.
-	args := []string{"-F", "-y", f.ConfigPath}
-	if f.asRoot {
-		args = append(args, "-R")
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = serverEnv()
-	cmd.Stdout, cmd.Stderr = out, out // Stdin stays nil, i.e. /dev/null.
-	// On SIGTERM the master kills its workers before exiting; a SIGKILL
-	// would orphan them.
-	f.proc, err = startProcess(cmd, syscall.SIGTERM)
-	if err != nil {
-		t.Fatalf("testbed: php-fpm: %v", err)
-	}
-	f.Pid = cmd.Process.Pid
-	t.Cleanup(func() {
-		f.Stop()
-		if t.Failed() {
-			t.Logf("testbed: php-fpm error log %s:\n%s", f.ErrorLog, tail(f.ReadErrorLog(), 40))
-		}
-	})
-
-	if err := f.proc.waitReady(network, address); err != nil {
-		t.Fatalf("testbed: php-fpm (%s) not ready: %v\nerror log tail:\n%s\noutput:\n%s",
-			f.ConfigPath, err, tail(f.ReadErrorLog(), 30), tail(readFileString(out.Name()), 30))
-	}
-	t.Logf("testbed: php-fpm pid %d listening on %s (dir %s)", f.Pid, f.Addr, dir)
-}
-
-// Stop stops php-fpm and waits for it: SIGQUIT (graceful, lets running
-// requests finish), after 5 s SIGTERM, after 2 more seconds SIGKILL; then it
-// SIGKILLs workers that survived. It is idempotent and safe to call
-// concurrently. A unix socket file may be left behind.
+// Stop stops php-fpm and waits for it: SIGQUIT (graceful), after 5 s
+// SIGTERM, after 2 more seconds SIGKILL; then it SIGKILLs workers that
+// survived. It is idempotent and safe to call concurrently. A unix socket
+// file may be left behind.
 func (f *FPM) Stop() {
-	f.stopOnce.Do(func() {
-		f.proc.shutdown(
-			stopStep{sig: syscall.SIGQUIT, wait: 5 * time.Second},
-			stopStep{sig: syscall.SIGTERM, wait: 2 * time.Second},
-		)
-	})
+	f.p.Stop(5 * time.Second)
 }
 
 // Signal sends sig to the master, e.g. SIGUSR2 to reload it. It returns
 // os.ErrProcessDone once the master has exited.
 func (f *FPM) Signal(sig os.Signal) error {
-	return f.proc.signal(sig)
+	return f.p.Signal(sig)
 }
 
 // WorkerPIDs returns the pids of the master's current child processes (its
 // workers), read from /proc.
 func (f *FPM) WorkerPIDs() []int {
-	return childPIDs(f.Pid)
+	return f.p.Workers()
 }
 
 // ReadErrorLog returns the current contents of the error log, or "" if it
 // does not exist yet.
 func (f *FPM) ReadErrorLog() string {
 	return readFileString(f.ErrorLog)
-}
-
-// wholeSeconds converts d to whole seconds for configs that take no smaller
-// unit, rounding up so that a short non-zero timeout does not turn into 0,
-// which means "off".
-func wholeSeconds(d time.Duration) int {
-	if d <= 0 {
-		return 0
-	}
-	return int(math.Ceil(d.Seconds()))
 }
 
 // writeTemplate renders tmpl with data into the file name.

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/fcgiscope/fcgiscope/internal/child"
 )
 
 // NginxConfig configures the nginx started by StartNginx.
@@ -48,7 +50,7 @@ type Nginx struct {
 	AccessLog string
 	Dir       string
 
-	proc     *process
+	proc     *child.Child
 	stopOnce sync.Once
 }
 
@@ -198,7 +200,7 @@ func StartNginx(t testing.TB, cfg NginxConfig) *Nginx {
 	// /var/log/nginx/error.log, which non-root users cannot open).
 	args := []string{"-p", dir + "/", "-e", n.ErrorLog, "-c", conf}
 	check := exec.Command(bin, append([]string{"-t", "-q"}, args...)...)
-	check.Env = serverEnv()
+	check.Env = child.Env(nil)
 	if output, err := check.CombinedOutput(); err != nil {
 		t.Fatalf("testbed: nginx -t rejected %s: %v\n%s\nconfig:\n%s", conf, err, output, readFileString(conf))
 	}
@@ -209,10 +211,10 @@ func StartNginx(t testing.TB, cfg NginxConfig) *Nginx {
 	}
 	defer out.Close() // The child has its own copy.
 	cmd := exec.Command(bin, args...)
-	cmd.Env = serverEnv()
+	cmd.Env = child.Env(nil)
 	cmd.Stdout, cmd.Stderr = out, out // Stdin stays nil, i.e. /dev/null.
 	// SIGTERM is nginx's fast shutdown, which also stops the workers.
-	n.proc, err = startProcess(cmd, syscall.SIGTERM)
+	n.proc, err = child.Start(cmd, syscall.SIGTERM)
 	if err != nil {
 		t.Fatalf("testbed: nginx: %v", err)
 	}
@@ -224,7 +226,7 @@ func StartNginx(t testing.TB, cfg NginxConfig) *Nginx {
 		}
 	})
 
-	if err := n.proc.waitReady("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
+	if err := n.proc.WaitReady("tcp", fmt.Sprintf("127.0.0.1:%d", port), readyTimeout); err != nil {
 		t.Fatalf("testbed: nginx (%s) not ready: %v\nerror log tail:\n%s\noutput:\n%s",
 			conf, err, tail(n.ReadErrorLog(), 30), tail(readFileString(out.Name()), 30))
 	}
@@ -237,7 +239,7 @@ func StartNginx(t testing.TB, cfg NginxConfig) *Nginx {
 // concurrently.
 func (n *Nginx) Stop() {
 	n.stopOnce.Do(func() {
-		n.proc.shutdown(stopStep{sig: syscall.SIGQUIT, wait: 5 * time.Second})
+		n.proc.Stop(child.Step{Signal: syscall.SIGQUIT, Wait: 5 * time.Second})
 	})
 }
 

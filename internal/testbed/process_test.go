@@ -189,7 +189,7 @@ func TestParentDeath(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for _, id := range ids {
 		for id.Alive() && time.Now().Before(deadline) {
-			time.Sleep(pollInterval)
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	assertDead(t, "orphaned php-fpm", ids)

@@ -56,34 +56,6 @@ func TestMissingBinary(t *testing.T) {
 	})
 }
 
-func TestFindFPM(t *testing.T) {
-	sbin, bin, empty := t.TempDir(), t.TempDir(), t.TempDir()
-	touch := func(dir, name string, mode os.FileMode) string {
-		t.Helper()
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte("#!/bin/sh\n"), mode); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	touch(sbin, "php-fpm", 0o755)
-	touch(sbin, "php-fpm8.2", 0o755)
-	newest := touch(bin, "php-fpm8.10", 0o755)
-	touch(bin, "php-fpm9.0", 0o644) // Not executable.
-	touch(bin, "php-fpm8.11.dpkg-dist", 0o755)
-
-	if got := findFPM([]string{sbin, "", "/nonexistent", bin}); got != newest {
-		t.Errorf("findFPM = %q, want %q (8.10 is newer than 8.2)", got, newest)
-	}
-	if got := findFPM([]string{empty}); got != "" {
-		t.Errorf("findFPM in an empty dir = %q, want \"\"", got)
-	}
-	plain := touch(empty, "php-fpm", 0o755)
-	if got := findFPM([]string{empty}); got != plain {
-		t.Errorf("findFPM = %q, want the unversioned %q", got, plain)
-	}
-}
-
 func TestParseNginxAddr(t *testing.T) {
 	long := "/" + strings.Repeat("x", maxSunPath)
 	tests := []struct {

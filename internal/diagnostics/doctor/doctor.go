@@ -185,7 +185,7 @@ type Doctor struct {
 	// LookPath finds a program; nil means exec.LookPath, then /usr/sbin.
 	LookPath func(name string) (string, error)
 	// Probe reaches one address live: it connects and asks for
-	// GET_VALUES. Failures to connect are *proxy.DialError. nil means the
+	// GET_VALUES. Failures to connect are *outcome.DialError. nil means the
 	// real probe (hostprobe's).
 	Probe func(ctx context.Context, addr fcgi.Addr) (latency time.Duration, err error)
 	// Responders lists the FastCGI servers answering on this host, for

@@ -14,7 +14,7 @@ import (
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/hostprobe"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
-	"github.com/fcgiscope/fcgiscope/internal/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 // refuseAll stands in for the live probe on fixtures: TCP addresses refuse,
@@ -24,7 +24,7 @@ func refuseAll(_ context.Context, a fcgi.Addr) (time.Duration, error) {
 	if a.Network == "unix" {
 		errno = syscall.ENOENT
 	}
-	return 0, &proxy.DialError{Addr: a, Err: &net.OpError{Op: "dial", Net: a.Network, Err: os.NewSyscallError("connect", errno)}}
+	return 0, &outcome.DialError{Addr: a, Err: &net.OpError{Op: "dial", Net: a.Network, Err: os.NewSyscallError("connect", errno)}}
 }
 
 // answer makes the fake probe answer on the given addresses and refuse

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fcgiscope/fcgiscope/internal/phpfpm"
 )
 
 var (
@@ -262,8 +264,6 @@ func (c *checkup) nginxUses() bool {
 	return false
 }
 
-var versionedFPM = regexp.MustCompile(`^php-fpm(\d+)\.(\d+)$`)
-
 // fpmBinary finds the php-fpm that goes with the configuration: the one
 // its path names (php-fpm8.2 for /etc/php/8.2/fpm/), else php-fpm, else the
 // newest versioned php-fpm installed.
@@ -277,40 +277,13 @@ func (c *checkup) fpmBinary() (string, error) {
 		bin, err = c.d.lookPath("php-fpm")
 	}
 	if err != nil && c.d.LookPath == nil {
-		bin, err = newestFPM()
+		bin, err = phpfpm.Find()
 	}
 	if err != nil {
 		err = fmt.Errorf("no php-fpm binary found (looked for %s, php-fpm and php-fpmX.Y on PATH and in /usr/sbin)", name)
 	}
 	c.fpmBin, c.fpmBinErr = bin, err
 	return bin, err
-}
-
-func newestFPM() (string, error) {
-	dirs := append(filepath.SplitList(os.Getenv("PATH")), "/usr/sbin", "/usr/local/sbin")
-	best, bestV := "", [2]int{-1, -1}
-	for _, dir := range dirs {
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			m := versionedFPM.FindStringSubmatch(e.Name())
-			if m == nil {
-				continue
-			}
-			v := [2]int{atoi(m[1]), atoi(m[2])}
-			if v[0] > bestV[0] || v[0] == bestV[0] && v[1] > bestV[1] {
-				best, bestV = filepath.Join(dir, e.Name()), v
-			}
-		}
-	}
-	if best == "" {
-		return "", exec.ErrNotFound
-	}
-	return best, nil
-}
-
-func atoi(s string) int {
-	n, _ := strconv.Atoi(s)
-	return n
 }
 
 // settleParserRefusals lets php-fpm -t overrule the parser's guesses about

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/phpfpm"
 )
 
 // defaultNginxConf is where Debian, Red Hat and nginx.org's packages keep
@@ -162,8 +163,8 @@ func (c *checkup) loadFPM() {
 		// No php.ini beside the configuration: the workers read the one
 		// their binary was built for, /etc/php/8.2/fpm/ for php-fpm8.2.
 		if bin, err := c.fpmBinary(); err == nil {
-			if m := versionedFPM.FindStringSubmatch(filepath.Base(bin)); m != nil {
-				c.ini = readPHPIni(rootFS(""), "/etc/php/"+m[1]+"."+m[2]+"/fpm")
+			if major, minor, ok := phpfpm.Version(bin); ok {
+				c.ini = readPHPIni(rootFS(""), fmt.Sprintf("/etc/php/%d.%d/fpm", major, minor))
 			}
 		}
 	}

@@ -1,99 +1,60 @@
 package doctor
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/fcgiscope/fcgiscope/internal/cgi"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/exchange"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
-	"github.com/fcgiscope/fcgiscope/internal/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
-// exchange is one FastCGI request the doctor sent, as a Trace the
-// classifier can explain.
-type exchange struct {
-	trace *proxy.Trace
+// sentRequest is one FastCGI request the doctor sent, as a Trace the
+// classifier can explain, and the body of its response.
+type sentRequest struct {
+	trace *outcome.Trace
 	body  []byte
 	took  time.Duration
 }
 
+// maxBody bounds the response body the doctor keeps: it reads pings and
+// probe pages, not downloads.
+const maxBody = 64 << 10
+
 // send sends one GET request with params to addr.
-func (c *checkup) send(ctx context.Context, addr fcgi.Addr, params []fcgi.Pair) *exchange {
-	t := &proxy.Trace{Upstream: addr, Method: "GET", FCGIRequestID: 1, Role: fcgi.RoleResponder}
-	for _, p := range params {
-		switch p.Name {
-		case "SCRIPT_FILENAME":
-			t.Script = p.Value
-		case "REQUEST_URI":
-			t.URI = p.Value
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.d.timeout())
+func (c *checkup) send(ctx context.Context, addr fcgi.Addr, params []fcgi.Pair) *sentRequest {
+	var body bodyBuffer
+	t := &outcome.Trace{}
+	req := &exchange.Request{Upstream: addr, Params: params, Stdout: &body,
+		ConnectTimeout: c.d.timeout(), ReadTimeout: c.d.timeout()}
+	ctx, cancel := context.WithTimeout(ctx, 2*c.d.timeout())
 	defer cancel()
-	start := time.Now()
-	t.Accepted, t.ParamsDone, t.DialStart = start, start, start
-	cl := &fcgi.Client{Addr: addr, DialTimeout: c.d.timeout()}
-	resp, err := cl.Do(ctx, &fcgi.Request{Params: params})
-	t.End = time.Now()
-	x := &exchange{trace: t, took: t.End.Sub(start)}
-	if resp == nil {
-		if err != nil {
-			t.Err = &proxy.DialError{Addr: addr, Err: errors.Unwrap(err)}
-		}
-		return x
-	}
-	t.DialEnd = start.Add(resp.Connect)
-	t.StdinDone = t.DialEnd
-	if resp.FirstByte > 0 {
-		t.FirstByte = start.Add(resp.FirstByte)
-	}
-	t.Stderr = resp.Stderr
-	t.UpstreamBytes = int64(len(resp.Stdout))
-	t.Status, x.body = splitCGI(resp.Stdout)
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		t.Err = fmt.Errorf("%w (%s)", proxy.ErrReadTimeout, c.d.timeout())
-	case err != nil:
-		t.Err = err
-	case resp.End.ProtocolStatus != fcgi.StatusRequestComplete:
-		t.Err = &proxy.RejectedError{Status: resp.End.ProtocolStatus}
-	default:
-		t.Ended, t.EndRequest = true, resp.End
-	}
-	return x
+	exchange.Do(ctx, req, t)
+	return &sentRequest{trace: t, body: body.rest(), took: t.End.Sub(t.DialStart)}
 }
 
-// splitCGI returns the status and the body of a CGI response.
-func splitCGI(out []byte) (int, []byte) {
-	end, sep := bytes.Index(out, []byte("\r\n\r\n")), 4
-	if e := bytes.Index(out, []byte("\n\n")); e >= 0 && (end < 0 || e < end) {
-		end, sep = e, 2
-	}
-	if end < 0 {
-		return 0, nil
-	}
-	status := 200
-	for _, line := range strings.Split(string(out[:end]), "\n") {
-		name, value, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if ok && strings.EqualFold(name, "Status") {
-			if f := strings.Fields(value); len(f) > 0 {
-				if n, err := strconv.Atoi(f[0]); err == nil {
-					status = n
-				}
-			}
-		}
-	}
-	return status, out[end+sep:]
+// bodyBuffer keeps the start of a response and finds its body.
+type bodyBuffer struct {
+	head cgi.Scanner
+	body []byte
 }
+
+func (b *bodyBuffer) Write(p []byte) (int, error) {
+	if rest := b.head.Feed(p); len(rest) > 0 && len(b.body) < maxBody {
+		b.body = append(b.body, rest[:min(len(rest), maxBody-len(b.body))]...)
+	}
+	return len(p), nil
+}
+
+func (b *bodyBuffer) rest() []byte { return b.body }
 
 // pingPools sends each pool with ping.path its ping request: php-fpm
 // answers it itself, so it proves a worker is free to take requests.
@@ -110,18 +71,7 @@ func (c *checkup) pingPools(ctx context.Context) {
 		if pr == nil || !pr.OK {
 			continue
 		}
-		x := c.send(ctx, addr, []fcgi.Pair{
-			{Name: "GATEWAY_INTERFACE", Value: "CGI/1.1"},
-			{Name: "SERVER_SOFTWARE", Value: "fcgiscope-doctor"},
-			{Name: "SERVER_PROTOCOL", Value: "HTTP/1.1"},
-			{Name: "REQUEST_METHOD", Value: "GET"},
-			{Name: "SCRIPT_NAME", Value: p.PingPath},
-			{Name: "SCRIPT_FILENAME", Value: p.PingPath},
-			{Name: "REQUEST_URI", Value: p.PingPath},
-			{Name: "DOCUMENT_URI", Value: p.PingPath},
-			{Name: "QUERY_STRING", Value: ""},
-			{Name: "REMOTE_ADDR", Value: "127.0.0.1"},
-		})
+		x := c.send(ctx, addr, fpm.PageParams(p.PingPath, ""))
 		pr.Ping = p.PingPath
 		pr.PingMS = ms(x.took)
 		t := x.trace

@@ -15,7 +15,7 @@ import (
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/hostprobe"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
-	"github.com/fcgiscope/fcgiscope/internal/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 // collectTargets lists the addresses nginx sends FastCGI requests to, with
@@ -215,10 +215,6 @@ func (d *Doctor) probe(ctx context.Context, a fcgi.Addr) (time.Duration, error) 
 	}
 	r, err := hostprobe.Options{Timeout: d.timeout()}.Probe(ctx, a)
 	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			return 0, &proxy.DialError{Addr: a, Err: op}
-		}
 		return 0, err
 	}
 	return r.Latency, nil
@@ -227,23 +223,15 @@ func (d *Doctor) probe(ctx context.Context, a fcgi.Addr) (time.Duration, error) 
 // classify explains a probe failure the way the sidecar would explain a
 // request that failed the same way.
 func (c *checkup) classify(a fcgi.Addr, err error, start time.Time) *diagnostics.Diagnosis {
-	if errors.Is(err, hostprobe.ErrNoAnswer) && !isDialError(err) {
-		return &diagnostics.Diagnosis{Cause: diagnostics.CauseReadTimeout,
-			Detail: fmt.Sprintf("%s accepted the connection but sent nothing within %s.", a, c.d.timeout())}
-	}
-	t := &proxy.Trace{Upstream: a, Err: err, Accepted: start, ParamsDone: start, DialStart: start, End: time.Now(), Method: "GET"}
-	if !isDialError(err) {
-		t.DialEnd = t.End
-	}
 	var pool *fpm.Pool
 	if c.fpm != nil {
 		pool = c.fpm.PoolFor(a)
 	}
-	return (&diagnostics.Classifier{Pool: pool}).Diagnose(t)
+	return (&diagnostics.Classifier{Pool: pool}).Diagnose(hostprobe.Trace(a, err, start, c.d.timeout()))
 }
 
 func isDialError(err error) bool {
-	var de *proxy.DialError
+	var de *outcome.DialError
 	return errors.As(err, &de)
 }
 

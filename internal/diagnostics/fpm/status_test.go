@@ -21,7 +21,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/fcgiscope/fcgiscope/internal/cgi"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/fcgitest"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
 )
 
@@ -45,7 +47,7 @@ func fpmAddr(f *testbed.FPM) fcgi.Addr {
 }
 
 // fcgiGet sends a GET for script under root, as nginx would.
-func fcgiGet(ctx context.Context, addr fcgi.Addr, root, scriptName, query string, extra ...string) (*fcgi.Response, error) {
+func fcgiGet(ctx context.Context, addr fcgi.Addr, root, scriptName, query string, extra ...string) (*fcgitest.Response, error) {
 	params := []fcgi.Pair{
 		{Name: "REQUEST_METHOD", Value: "GET"},
 		{Name: "SCRIPT_FILENAME", Value: filepath.Join(root, scriptName)},
@@ -56,8 +58,7 @@ func fcgiGet(ctx context.Context, addr fcgi.Addr, root, scriptName, query string
 	for i := 0; i+1 < len(extra); i += 2 {
 		params = append(params, fcgi.Pair{Name: extra[i], Value: extra[i+1]})
 	}
-	c := fcgi.Client{Addr: addr}
-	return c.Do(ctx, &fcgi.Request{Params: params})
+	return fcgitest.Do(ctx, addr, &fcgitest.Request{Params: params})
 }
 
 // goAndWait runs fn in a goroutine and waits for it at the end of the test.
@@ -336,7 +337,7 @@ func TestFetchStatusParams(t *testing.T) {
 
 	without := func(drop string, replace ...string) string {
 		var params []fcgi.Pair
-		for _, p := range StatusParams("/fpm-status") {
+		for _, p := range PageParams("/fpm-status", "json&full") {
 			if p.Name == drop {
 				if len(replace) == 0 {
 					continue
@@ -345,8 +346,7 @@ func TestFetchStatusParams(t *testing.T) {
 			}
 			params = append(params, p)
 		}
-		c := fcgi.Client{Addr: addr}
-		resp, err := c.Do(ctx, &fcgi.Request{Params: params})
+		resp, err := fcgitest.Do(ctx, addr, &fcgitest.Request{Params: params})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -354,7 +354,7 @@ func TestFetchStatusParams(t *testing.T) {
 	}
 	isStatus := func(out string) bool { return strings.Contains(out, `"pool":"www"`) }
 	if !isStatus(without("")) {
-		t.Fatal("StatusParams do not get the status page")
+		t.Fatal("PageParams do not get the status page")
 	}
 	for _, name := range []string{"REQUEST_METHOD", "SCRIPT_NAME", "SCRIPT_FILENAME"} {
 		if isStatus(without(name)) {
@@ -774,8 +774,7 @@ func TestCaptureStatusAndSlowlog(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	get := func(query string) []byte {
-		c := fcgi.Client{Addr: addr}
-		params := StatusParams("/fpm-status")
+		params := PageParams("/fpm-status", "json&full")
 		for i := range params {
 			switch params[i].Name {
 			case "QUERY_STRING":
@@ -784,12 +783,12 @@ func TestCaptureStatusAndSlowlog(t *testing.T) {
 				params[i].Value = "/fpm-status?" + query
 			}
 		}
-		resp, err := c.Do(ctx, &fcgi.Request{Params: params})
+		resp, err := fcgitest.Do(ctx, addr, &fcgitest.Request{Params: params})
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, body := splitCGI(resp.Stdout)
-		return body
+		_, body := cgi.HeadEnd(resp.Stdout, 0)
+		return resp.Stdout[body:]
 	}
 	write := func(name string, b []byte) {
 		if err := os.WriteFile(filepath.Join("testdata", name), b, 0o644); err != nil {

@@ -1,6 +1,7 @@
 package hostprobe
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,7 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fcgiscope/fcgiscope/internal/exchange"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
 )
 
@@ -108,20 +111,21 @@ func TestFPMProbeSideEffects(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	values, _, err := exchange(ctx, fpmAddr(f), false)
+	values, _, err := ask(ctx, fpmAddr(f), false)
 	if err != nil || len(values) != 0 {
 		t.Fatalf("fall-back probe of php-fpm = %v, %v", values, err)
 	}
 	if got := readAccessLog(); strings.Count(got, "\n") != 1 || !strings.Contains(got, `"GET /fcgiscope-probe.php" 404`) {
 		t.Errorf("after the fall-back probe the access log has %q, want one 404 line", got)
 	}
-	resp, err := (&fcgi.Client{Addr: fpmAddr(f)}).Do(ctx, &fcgi.Request{ID: probeID, Params: probeParams})
-	if err != nil {
-		t.Fatal(err)
+	var stdout bytes.Buffer
+	var tr outcome.Trace
+	exchange.Do(ctx, &exchange.Request{Upstream: fpmAddr(f), Params: probeParams, Stdout: &stdout}, &tr)
+	if tr.Err != nil {
+		t.Fatal(tr.Err)
 	}
-	if !strings.HasPrefix(string(resp.Stdout), "Status: 404") || !strings.Contains(string(resp.Stdout), "File not found.") ||
-		!strings.Contains(string(resp.Stderr), "Primary script unknown") {
-		t.Errorf("php-fpm answered the probe request with stdout %q, stderr %q", resp.Stdout, resp.Stderr)
+	if tr.Status != 404 || !strings.Contains(stdout.String(), "File not found.") || !strings.Contains(string(tr.Stderr), "Primary script unknown") {
+		t.Errorf("php-fpm answered the probe request with status %d, stdout %q, stderr %q", tr.Status, stdout.String(), tr.Stderr)
 	}
 	f.Stop()
 	for _, line := range strings.Split(f.ReadErrorLog(), "\n") {

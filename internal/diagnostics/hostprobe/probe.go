@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 // Responder is a socket that answered the FastCGI probe.
@@ -139,14 +140,15 @@ func (o Options) concurrency() int {
 }
 
 // Probe asks the one address a whether a FastCGI responder listens there,
-// within o.Timeout. The error tells why not: the dial error
-// (ECONNREFUSED, ENOENT, EACCES), ErrNoAnswer, or a *NotFastCGIError.
+// within o.Timeout. The error tells why not: an *outcome.DialError
+// (ECONNREFUSED, ENOENT, EACCES), ErrNoAnswer, or a *NotFastCGIError;
+// Trace turns it into the words of a request that failed the same way.
 func (o Options) Probe(ctx context.Context, a fcgi.Addr) (Responder, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout())
 	defer cancel()
-	values, latency, err := exchange(ctx, a, true)
+	values, latency, err := ask(ctx, a, true)
 	if errors.Is(err, errClosedSilently) {
-		values, latency, err = exchange(ctx, a, false)
+		values, latency, err = ask(ctx, a, false)
 	}
 	if err != nil {
 		return Responder{}, fmt.Errorf("hostprobe: probing %s: %w", a, err)
@@ -193,17 +195,17 @@ var probeParams = []fcgi.Pair{
 // byte, which asks for the fall-back request on a new connection.
 var errClosedSilently = errors.New("connection closed without an answer")
 
-// exchange connects to a and sends GET_VALUES (getValues) or the fall-back
+// ask connects to a and sends GET_VALUES (getValues) or the fall-back
 // request, and checks the first record of the answer. After GET_VALUES, half
 // the time left with no answer sends the fall-back request on the same
 // connection. The connection is closed before it returns.
-func exchange(ctx context.Context, a fcgi.Addr, getValues bool) (map[string]string, time.Duration, error) {
+func ask(ctx context.Context, a fcgi.Addr, getValues bool) (map[string]string, time.Duration, error) {
 	start := time.Now()
 	deadline, _ := ctx.Deadline() // Probe always sets one.
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, a.Network, a.Address)
 	if err != nil {
-		return nil, 0, withContext(ctx, err)
+		return nil, 0, &outcome.DialError{Addr: a, Err: withContext(ctx, err)}
 	}
 	defer conn.Close()
 	// The deadline covers the timeout; closing covers a cancelled ctx.
@@ -248,7 +250,7 @@ func exchange(ctx context.Context, a fcgi.Addr, getValues bool) (map[string]stri
 			if getValues {
 				return nil, 0, errClosedSilently
 			}
-			return nil, 0, fmt.Errorf("%w: the peer closed the connection", ErrNoAnswer)
+			return nil, 0, fmt.Errorf("%w: %w", ErrNoAnswer, outcome.ErrNoEndRequest)
 		}
 		return nil, 0, withContext(ctx, err)
 	}
@@ -333,6 +335,35 @@ func withContext(ctx context.Context, err error) error {
 		return fmt.Errorf("%w (%w)", err, ctx.Err())
 	}
 	return err
+}
+
+// Trace describes a failed probe of a, begun at start, as the Trace of a
+// request that failed the same way, so that the classifier names the cause a
+// request sent there would get: a dial failure stays one, a peer that closed
+// without an answer is a worker gone, silence is a read timeout, and an
+// answer in something else than FastCGI is what the answer was.
+func Trace(a fcgi.Addr, err error, start time.Time, timeout time.Duration) *outcome.Trace {
+	t := &outcome.Trace{Upstream: a, Method: "GET", Accepted: start, ParamsDone: start, DialStart: start, End: time.Now()}
+	var de *outcome.DialError
+	var nf *NotFastCGIError
+	var ve *fcgi.VersionError
+	switch {
+	case errors.As(err, &de):
+		t.Err = de
+		return t
+	case errors.Is(err, outcome.ErrNoEndRequest):
+		t.Err = err
+	case errors.Is(err, ErrNoAnswer):
+		t.Err = &outcome.ReadTimeoutError{Timeout: timeout}
+	case errors.As(err, &ve):
+		t.Err = ve
+	case errors.As(err, &nf):
+		t.Err = &outcome.ProtocolError{Upstream: true, Reason: nf.Err.Error()}
+	default:
+		t.Err = err
+	}
+	t.DialEnd, t.StdinDone = t.End, t.End
+	return t
 }
 
 // socketOwner returns the owner, group and permission bits of the file at

@@ -52,15 +52,15 @@ func testPool() fakePool {
 
 func TestMetricsTellKeptConnectionsAndResendsApart(t *testing.T) {
 	r := &Recorder{}
-	r.Observe(okTrace(1))
+	observe(r, okTrace(1))
 	for i := range 3 {
 		kept := okTrace(10 + i)
 		kept.UpstreamReused = true
-		r.Observe(kept)
+		observe(r, kept)
 	}
 	resent := okTrace(20)
 	resent.UpstreamReused, resent.Resent = true, 1
-	r.Observe(resent)
+	observe(r, resent)
 
 	mfs := scrape(t, &Handler{Recorder: r})
 	if got := counter(t, mfs, "fcgiscope_upstream_connections_total", "kind", "new"); got != 1 {
@@ -86,15 +86,15 @@ func TestMetricsAfterSyntheticTraces(t *testing.T) {
 		Commit:   "abc123",
 	}
 	for i := range 5 {
-		r.Observe(okTrace(i))
+		observe(r, okTrace(i))
 	}
-	r.Observe(diedTrace(1))
-	r.Observe(refusedTrace(1))
-	r.Observe(refusedTrace(2))
-	r.Observe(notFoundTrace(1))
+	observe(r, diedTrace(1))
+	observe(r, refusedTrace(1))
+	observe(r, refusedTrace(2))
+	observe(r, notFoundTrace(1))
 	queued := okTrace(99)
 	queued.QueueStart, queued.QueueEnd = queued.Accepted, queued.Accepted.Add(3*time.Millisecond)
-	r.Observe(queued)
+	observe(r, queued)
 
 	mfs := scrape(t, &Handler{Recorder: r})
 	for _, tt := range []struct {
@@ -215,7 +215,7 @@ func TestMetricsOfPHPFPMsLog(t *testing.T) {
 func TestMetricsWithoutOptionalParts(t *testing.T) {
 	var nilPoller *fpm.Poller
 	r := &Recorder{Pool: nilPoller}
-	r.Observe(okTrace(1))
+	observe(r, okTrace(1))
 	mfs := scrape(t, &Handler{Recorder: r})
 	for _, name := range []string{"fcgiscope_requests_in_flight", "fcgiscope_requests_queued", "fcgiscope_fpm_processes"} {
 		if mfs[name] != nil {
@@ -231,12 +231,12 @@ func TestMetricsWithoutOptionalParts(t *testing.T) {
 }
 
 func feed(r *Recorder) {
-	r.Observe(okTrace(1))
-	r.Observe(diedTrace(2))
-	r.Observe(okTrace(3))
-	r.Observe(refusedTrace(4))
-	r.Observe(notFoundTrace(5))
-	r.Observe(okTrace(6))
+	observe(r, okTrace(1))
+	observe(r, diedTrace(2))
+	observe(r, okTrace(3))
+	observe(r, refusedTrace(4))
+	observe(r, notFoundTrace(5))
+	observe(r, okTrace(6))
 }
 
 func TestAPIRequestsFilters(t *testing.T) {
@@ -627,7 +627,7 @@ func TestReadyz(t *testing.T) {
 
 func TestEventStream(t *testing.T) {
 	r := &Recorder{}
-	r.Observe(okTrace(1))
+	observe(r, okTrace(1))
 	srv := httptest.NewServer(&Handler{Recorder: r})
 	defer srv.Close()
 
@@ -640,7 +640,7 @@ func TestEventStream(t *testing.T) {
 		t.Errorf("Content-Type %q", ct)
 	}
 	waitFor(t, func() bool { return r.subscribers() == 1 })
-	r.Observe(diedTrace(2))
+	observe(r, diedTrace(2))
 	br := bufio.NewReader(resp.Body)
 	id, data := readEvent(t, br, "request")
 	var q Request
@@ -670,7 +670,7 @@ func TestEventStream(t *testing.T) {
 func TestSummary(t *testing.T) {
 	r := &Recorder{Pool: testPool(), InFlight: func() float64 { return 2 }, Version: "9.9"}
 	feed(r)
-	r.Observe(diedTrace(7))
+	observe(r, diedTrace(7))
 	h := &Handler{Recorder: r, Upstream: fpmSock}
 	var s Summary
 	getJSON(t, h, "/api/summary", 200, &s)

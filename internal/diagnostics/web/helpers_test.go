@@ -15,9 +15,10 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/metricstest"
-	"github.com/fcgiscope/fcgiscope/internal/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 var (
@@ -26,10 +27,15 @@ var (
 )
 
 // okTrace is a request php-fpm answered in about 20 ms.
-func okTrace(i int) *proxy.Trace {
+// observe records t with its diagnosis, as the Explainer hands it over.
+func observe(r *Recorder, t *outcome.Trace) {
+	r.Record(t, (&diagnostics.Classifier{}).Diagnose(t))
+}
+
+func okTrace(i int) *outcome.Trace {
 	end := time.Now()
 	start := end.Add(-20 * time.Millisecond)
-	return &proxy.Trace{
+	return &outcome.Trace{
 		RequestID:  fmt.Sprintf("ok-%d", i),
 		ConnID:     uint64(i),
 		Method:     "GET",
@@ -53,7 +59,7 @@ func okTrace(i int) *proxy.Trace {
 
 // diedTrace is a request whose worker closed the connection mid-request,
 // with something on stderr.
-func diedTrace(i int) *proxy.Trace {
+func diedTrace(i int) *outcome.Trace {
 	t := okTrace(i)
 	t.RequestID = fmt.Sprintf("died-%d", i)
 	t.URI = "/crash.php?sig=9&password=hunter2"
@@ -64,15 +70,15 @@ func diedTrace(i int) *proxy.Trace {
 	t.Replaced = true
 	t.Stderr = []byte("PHP Warning:  something odd in /srv/www/crash.php on line 3")
 	t.StderrBytes = int64(len(t.Stderr))
-	t.Err = fmt.Errorf("fcgi: %w: %w", fcgi.ErrNoEndRequest, io.EOF)
+	t.Err = fmt.Errorf("fcgi: %w: %w", outcome.ErrNoEndRequest, io.EOF)
 	return t
 }
 
 // refusedTrace is a request to a TCP port nobody listens on.
-func refusedTrace(i int) *proxy.Trace {
+func refusedTrace(i int) *outcome.Trace {
 	end := time.Now()
 	start := end.Add(-time.Millisecond)
-	return &proxy.Trace{
+	return &outcome.Trace{
 		RequestID:  fmt.Sprintf("refused-%d", i),
 		Method:     "POST",
 		URI:        "/api.php",
@@ -84,14 +90,14 @@ func refusedTrace(i int) *proxy.Trace {
 		End:        end,
 		BytesOut:   500,
 		Replaced:   true,
-		Err: &proxy.DialError{Addr: deadPort, Err: &net.OpError{
+		Err: &outcome.DialError{Addr: deadPort, Err: &net.OpError{
 			Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED),
 		}},
 	}
 }
 
 // notFoundTrace is php-fpm's own 404 for a missing script.
-func notFoundTrace(i int) *proxy.Trace {
+func notFoundTrace(i int) *outcome.Trace {
 	t := okTrace(i)
 	t.RequestID = fmt.Sprintf("nf-%d", i)
 	t.URI = "/missing.php"

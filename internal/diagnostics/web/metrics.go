@@ -12,7 +12,7 @@ import (
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
-	"github.com/fcgiscope/fcgiscope/internal/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 // DurationBuckets are the histogram buckets of the request timing metrics,
@@ -186,7 +186,7 @@ func (c *logCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // observe counts one finished request.
-func (m *metrics) observe(t *proxy.Trace, d *diagnostics.Diagnosis, rec *record) {
+func (m *metrics) observe(t *outcome.Trace, d *diagnostics.Diagnosis, rec *record) {
 	cls := statusClass(rec.status)
 	if d == nil {
 		m.cell(0, cls, "ok").Inc()
@@ -227,7 +227,7 @@ func (m *metrics) observe(t *proxy.Trace, d *diagnostics.Diagnosis, rec *record)
 			m.deaths[i].Inc()
 		}
 	}
-	var de *proxy.DialError
+	var de *outcome.DialError
 	if errors.As(t.Err, &de) {
 		errno := d.Evidence["errno"]
 		if errno == "" {

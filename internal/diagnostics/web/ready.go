@@ -4,18 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
-	"github.com/fcgiscope/fcgiscope/internal/fcgi"
-	"github.com/fcgiscope/fcgiscope/internal/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/hostprobe"
+	"github.com/fcgiscope/fcgiscope/internal/exchange"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 // Readiness is the body of /readyz.
@@ -85,102 +82,49 @@ func (h *Handler) probe(ctx context.Context) Readiness {
 	if timeout <= 0 {
 		timeout = time.Second
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	addr := h.Upstream
-	c := fcgi.Client{Addr: addr, DialTimeout: timeout}
 	res := Readiness{Upstream: addr.String(), Check: "get_values"}
 	start := time.Now()
-	t := &proxy.Trace{
-		RequestID:  "readyz",
-		Method:     "GET",
-		URI:        h.PingPath,
-		Script:     h.PingPath,
-		Upstream:   addr,
-		Accepted:   start,
-		ParamsDone: start,
-		DialStart:  start,
-	}
-	var err error
+	var t *outcome.Trace
 	if h.PingPath == "" {
-		_, err = c.GetValues(ctx, "FCGI_MPXS_CONNS")
+		_, err := hostprobe.Options{Timeout: timeout}.Probe(ctx, addr)
+		if err != nil {
+			t = hostprobe.Trace(addr, err, start, timeout)
+		}
 	} else {
 		res.Check = "ping"
-		var resp *fcgi.Response
-		resp, err = c.Do(ctx, pingRequest(h.PingPath))
-		if err == nil {
-			t.Status = cgiStatus(resp.Stdout)
-			t.Stderr = resp.Stderr
+		t = &outcome.Trace{RequestID: "readyz", Accepted: start}
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		exchange.Do(ctx, &exchange.Request{Upstream: addr, Params: fpm.PageParams(h.PingPath, ""),
+			ConnectTimeout: timeout, ReadTimeout: timeout}, t)
+		if errors.Is(t.Err, outcome.ErrClientAborted) {
+			// The probe's own time ran out.
+			t.Err = &outcome.ReadTimeoutError{Timeout: timeout}
+		}
+		if t.Err == nil && t.Status == http.StatusOK {
+			t = nil
 		}
 	}
-	t.End = time.Now()
-	res.CheckedAt, res.ElapsedMS = t.End, msOf(t.End.Sub(start))
-	if err == nil && (t.Status == 0 || t.Status == http.StatusOK) {
+	end := time.Now()
+	res.CheckedAt, res.ElapsedMS = end, msOf(end.Sub(start))
+	if t == nil {
 		res.Ready = true
 		return res
 	}
 
 	var classifier diagnostics.Classifier // no scans, no waiting for logs
-	var op *net.OpError
-	switch {
-	case err == nil:
-		// php-fpm answered the ping with an error page.
-		d := classifier.Diagnose(t)
-		if d != nil {
-			res.Cause, res.Title = d.Cause.ID, d.Cause.Title
-		}
-		res.Detail = fmt.Sprintf("php-fpm answered the ping request for %s with status %d; check ping.path in the pool.", h.PingPath, t.Status)
-		return res
-	case errors.As(err, &op) && op.Op == "dial":
-		t.Err = &proxy.DialError{Addr: addr, Err: op}
-	default:
-		t.DialEnd, t.StdinDone = start, start
-		switch {
-		case ctx.Err() != nil:
-			t.Err = fmt.Errorf("%w (%s)", proxy.ErrReadTimeout, timeout)
-		case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
-			t.Err = fmt.Errorf("%w: %w", fcgi.ErrNoEndRequest, err)
-		default:
-			t.Err = err
-		}
-	}
 	d := classifier.Diagnose(t)
-	res.Cause, res.Title, res.Detail = d.Cause.ID, d.Cause.Title, d.Detail
-	if errors.Is(t.Err, proxy.ErrReadTimeout) {
+	if d != nil {
+		res.Cause, res.Title, res.Detail = d.Cause.ID, d.Cause.Title, d.Detail
+	}
+	var rte *outcome.ReadTimeoutError
+	switch {
+	case t.Err == nil:
+		// php-fpm answered the ping with an error page.
+		res.Detail = fmt.Sprintf("php-fpm answered the ping request for %s with status %d; check ping.path in the pool.", h.PingPath, t.Status)
+	case errors.As(t.Err, &rte):
 		res.Detail = fmt.Sprintf("%s accepted the connection but no php-fpm worker answered within %s: every worker is busy, or php-fpm is stuck.", addr, timeout)
 	}
 	return res
-}
-
-// pingRequest is a request for php-fpm's ping.path.
-func pingRequest(path string) *fcgi.Request {
-	return &fcgi.Request{Params: []fcgi.Pair{
-		{Name: "GATEWAY_INTERFACE", Value: "CGI/1.1"},
-		{Name: "SERVER_SOFTWARE", Value: "fcgiscope"},
-		{Name: "REQUEST_METHOD", Value: "GET"},
-		{Name: "SCRIPT_NAME", Value: path},
-		{Name: "SCRIPT_FILENAME", Value: path},
-		{Name: "REQUEST_URI", Value: path},
-		{Name: "QUERY_STRING", Value: ""},
-		{Name: "SERVER_PROTOCOL", Value: "HTTP/1.1"},
-	}}
-}
-
-// cgiStatus returns the Status header of a CGI response, 200 without one.
-func cgiStatus(b []byte) int {
-	head := string(b)
-	if i := strings.Index(head, "\r\n\r\n"); i >= 0 {
-		head = head[:i]
-	} else if i := strings.Index(head, "\n\n"); i >= 0 {
-		head = head[:i]
-	}
-	for line := range strings.SplitSeq(head, "\n") {
-		name, value, ok := strings.Cut(strings.TrimRight(line, "\r"), ":")
-		if ok && strings.EqualFold(strings.TrimSpace(name), "status") {
-			if n, err := strconv.Atoi(strings.Fields(value + " 0")[0]); err == nil {
-				return n
-			}
-		}
-	}
-	return http.StatusOK
 }

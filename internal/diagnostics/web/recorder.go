@@ -10,7 +10,7 @@ import (
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
-	"github.com/fcgiscope/fcgiscope/internal/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 // DefaultRecent is how many requests a Recorder keeps when its Size is 0.
@@ -43,7 +43,7 @@ type EventCounts interface {
 	Counts() map[fpm.EventKind]int64
 }
 
-// Recorder is the proxy.Observer behind the admin endpoint. For every
+// Recorder is the diagnostics.Sink behind the admin endpoint. For every
 // finished request it updates the Prometheus metrics, keeps a summary in a
 // fixed-size ring of the most recent requests, and hands the summary to the
 // event streams that are open, without ever waiting for them: a stream that
@@ -53,11 +53,6 @@ type EventCounts interface {
 // to Observe or the first request to a Handler that uses the Recorder, and
 // not changed afterwards.
 type Recorder struct {
-	// Classifier explains failed requests. It should be the one the
-	// access log and the Responder use, so that the explanation is worked
-	// out once per request and shared through Trace.Diagnosis; nil means
-	// a Classifier without php-fpm knowledge.
-	Classifier *diagnostics.Classifier
 	// Size is how many recent requests are kept; 0 means DefaultRecent.
 	Size int
 	// InFlight and Queued, when set, report the requests in flight to
@@ -92,7 +87,7 @@ type Recorder struct {
 	dropped atomic.Uint64                 // events dropped for slow streams
 }
 
-var _ proxy.Observer = (*Recorder)(nil)
+var _ diagnostics.Sink = (*Recorder)(nil)
 
 // slot is one place in the ring. Its stderr buffer is reused when the slot
 // is overwritten, so that a warmed-up ring allocates nothing per request.
@@ -137,7 +132,7 @@ type record struct {
 	bytesIn      int64
 	bytesOut     int64
 	stderrBytes  int64
-	phase        proxy.Phase
+	phase        outcome.Phase
 	dialAttempts int
 	resent       int
 	keepConn     bool
@@ -202,14 +197,10 @@ func (r *Recorder) init() {
 	})
 }
 
-// plainClassifier explains failures when the Recorder has no Classifier.
-var plainClassifier diagnostics.Classifier
-
-// Observe records t. It is called by the relay once per finished request
-// and does not keep t.
-func (r *Recorder) Observe(t *proxy.Trace) {
+// Record records t and its diagnosis d. It is called once per finished
+// request and keeps neither.
+func (r *Recorder) Record(t *outcome.Trace, d *diagnostics.Diagnosis) {
 	r.init()
-	d := r.diagnose(t)
 	var rec record
 	rec.fill(t, d)
 	r.m.observe(t, d, &rec)
@@ -238,26 +229,8 @@ func (r *Recorder) Observe(t *proxy.Trace) {
 	r.publish(&rec)
 }
 
-// diagnose returns t's diagnosis, nil for a request that went well.
-func (r *Recorder) diagnose(t *proxy.Trace) *diagnostics.Diagnosis {
-	if d, ok := t.Diagnosis.(*diagnostics.Diagnosis); ok {
-		return d
-	}
-	// A completed response is only ever explained by what php-fpm wrote
-	// to stderr; without stderr there is nothing to find, and the
-	// Classifier need not build the map it would throw away.
-	if t.Err == nil && len(t.Stderr) == 0 {
-		return nil
-	}
-	c := r.Classifier
-	if c == nil {
-		c = &plainClassifier
-	}
-	return c.Diagnose(t)
-}
-
 // fill sets rec from t and its diagnosis d.
-func (rec *record) fill(t *proxy.Trace, d *diagnostics.Diagnosis) {
+func (rec *record) fill(t *outcome.Trace, d *diagnostics.Diagnosis) {
 	rec.requestID = capString(t.RequestID)
 	rec.connID = t.ConnID
 	rec.method = capString(t.Method)
@@ -270,7 +243,7 @@ func (rec *record) fill(t *proxy.Trace, d *diagnostics.Diagnosis) {
 	if d != nil {
 		rec.cause = d.Cause
 		if t.Err != nil && rec.status == 0 {
-			rec.status = d.Cause.Status
+			rec.status = d.StatusCode()
 		}
 	}
 	rec.start = t.Accepted
@@ -485,17 +458,4 @@ func (r *Recorder) snapshot(now time.Time) stats {
 		return strings.Compare(a.cause.ID, b.cause.ID)
 	})
 	return st
-}
-
-// Observers is a proxy.Observer that hands every Trace to each of its
-// elements in turn, so that the access log and a Recorder can both watch a
-// proxy.Server. Put the access log first: it works out the diagnosis, which
-// the later ones then share through Trace.Diagnosis.
-type Observers []proxy.Observer
-
-// Observe passes t to every observer in order.
-func (o Observers) Observe(t *proxy.Trace) {
-	for _, x := range o {
-		x.Observe(t)
-	}
 }

@@ -11,13 +11,13 @@ import (
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
 	"github.com/fcgiscope/fcgiscope/internal/metricstest"
-	"github.com/fcgiscope/fcgiscope/internal/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 func TestRingKeepsTheNewestInOrder(t *testing.T) {
 	r := &Recorder{Size: 5}
 	for i := 1; i <= 12; i++ {
-		r.Observe(okTrace(i))
+		observe(r, okTrace(i))
 	}
 	got := r.list(filter{}, 100)
 	var ids []string
@@ -68,7 +68,7 @@ func TestRingBoundsWhatItKeeps(t *testing.T) {
 	tr := diedTrace(1)
 	tr.URI = "/x.php?q=" + strings.Repeat("a", 100<<10)
 	tr.Stderr = []byte(strings.Repeat("e", 10<<10))
-	r.Observe(tr)
+	observe(r, tr)
 	d, ok := r.get(1)
 	if !ok {
 		t.Fatal("request 1 not kept")
@@ -86,7 +86,7 @@ func TestRingBoundsWhatItKeeps(t *testing.T) {
 	}
 	// A slot's stderr buffer is reused, not grown, when it is overwritten.
 	for i := range 10 {
-		r.Observe(diedTrace(i))
+		observe(r, diedTrace(i))
 	}
 	for i := range r.slots {
 		if c := cap(r.slots[i].stderr); c > maxStderr+512 {
@@ -95,19 +95,19 @@ func TestRingBoundsWhatItKeeps(t *testing.T) {
 	}
 }
 
-func TestObserveAllocatesNothingForASuccessfulRequest(t *testing.T) {
+func TestRecordAllocatesNothingForASuccessfulRequest(t *testing.T) {
 	r := &Recorder{Size: 16, InFlight: func() float64 { return 1 }}
 	sub, _ := r.subscribe()
 	defer r.unsubscribe(sub)
 	tr := okTrace(1)
 	for range 64 {
-		r.Observe(tr)
+		observe(r, tr)
 		for len(sub.ch) > 0 {
 			<-sub.ch
 		}
 	}
 	allocs := testing.AllocsPerRun(1000, func() {
-		r.Observe(tr)
+		observe(r, tr)
 		select {
 		case <-sub.ch:
 		default:
@@ -120,7 +120,7 @@ func TestObserveAllocatesNothingForASuccessfulRequest(t *testing.T) {
 
 // A subscriber that never reads must not slow Observe down: its events are
 // dropped and counted.
-func TestObserveNeverBlocksOnAStalledSubscriber(t *testing.T) {
+func TestRecordNeverBlocksOnAStalledSubscriber(t *testing.T) {
 	const n = 100_000
 	t.Run("channel", func(t *testing.T) {
 		r := &Recorder{Size: 100}
@@ -132,7 +132,7 @@ func TestObserveNeverBlocksOnAStalledSubscriber(t *testing.T) {
 		tr := okTrace(1)
 		start := time.Now()
 		for range n {
-			r.Observe(tr)
+			observe(r, tr)
 		}
 		elapsed := time.Since(start)
 		t.Logf("%d Observe calls with a stalled subscriber took %v (%v each)", n, elapsed, elapsed/n)
@@ -164,7 +164,7 @@ func TestObserveNeverBlocksOnAStalledSubscriber(t *testing.T) {
 		tr.URI = "/" + strings.Repeat("u", 1000) // fill the socket buffers sooner
 		start := time.Now()
 		for range n {
-			r.Observe(tr)
+			observe(r, tr)
 		}
 		elapsed := time.Since(start)
 		t.Logf("%d Observe calls with a stalled HTTP client took %v; %d events dropped", n, elapsed, r.Dropped())
@@ -196,35 +196,19 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-func TestObserveSharesTheDiagnosis(t *testing.T) {
+func TestRecordKeepsTheDiagnosisItIsGiven(t *testing.T) {
 	r := &Recorder{}
 	tr := diedTrace(1)
 	d := (&diagnostics.Classifier{}).Diagnose(tr)
-	r.Observe(tr)
+	r.Record(tr, d)
 	got, _ := r.get(1)
 	if got.diag != d {
-		t.Error("the Recorder worked out its own diagnosis instead of using Trace.Diagnosis")
+		t.Error("the Recorder worked out its own diagnosis instead of keeping the one it was given")
 	}
 	if got.rec.outcome() != "worker_died" || got.rec.status != 502 {
 		t.Errorf("outcome %s status %d, want worker_died 502", got.rec.outcome(), got.rec.status)
 	}
 }
-
-func TestObserversCallsEachInOrder(t *testing.T) {
-	var calls []string
-	o := Observers{
-		observerFunc(func(*proxy.Trace) { calls = append(calls, "a") }),
-		observerFunc(func(*proxy.Trace) { calls = append(calls, "b") }),
-	}
-	o.Observe(okTrace(1))
-	if strings.Join(calls, "") != "ab" {
-		t.Errorf("calls = %v", calls)
-	}
-}
-
-type observerFunc func(*proxy.Trace)
-
-func (f observerFunc) Observe(t *proxy.Trace) { f(t) }
 
 func TestSeriesPercentiles(t *testing.T) {
 	var s series
@@ -265,21 +249,21 @@ func TestSeriesPercentiles(t *testing.T) {
 	}
 }
 
-func BenchmarkObserve(b *testing.B) {
+func BenchmarkRecord(b *testing.B) {
 	for _, tt := range []struct {
 		name  string
-		trace func(int) *proxy.Trace
+		trace func(int) *outcome.Trace
 	}{{"ok", okTrace}, {"worker_died", diedTrace}} {
 		b.Run(tt.name, func(b *testing.B) {
 			r := &Recorder{}
 			sub, _ := r.subscribe()
 			defer r.unsubscribe(sub)
 			tr := tt.trace(1)
-			(&diagnostics.Classifier{}).Diagnose(tr) // as the access log would
+			d := (&diagnostics.Classifier{}).Diagnose(tr)
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					r.Observe(tr)
+					r.Record(tr, d)
 				}
 			})
 		})

@@ -1,8 +1,9 @@
-package httpgateway
+package phpfpm_test
 
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/phpfpm"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
 
 	"github.com/fcgiscope/fcgiscope/internal/procfs"
@@ -72,9 +74,10 @@ func fakeMaster() {
 }
 
 func TestStopKillsAPHPFPMThatWillNotStopAndItsWorkers(t *testing.T) {
-	php, err := StartFPM(context.Background(), FPMOptions{
-		Binary: os.Args[0],
-		Env:    append(os.Environ(), "GATEWAY_FAKE_FPM=master"),
+	php, err := phpfpm.Start(context.Background(), phpfpm.Config{
+		Binary:      os.Args[0],
+		MaxChildren: 1,
+		Env:         append(os.Environ(), "GATEWAY_FAKE_FPM=master"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -109,33 +112,50 @@ func alive(pid int) bool {
 	return err == nil && !st.Gone()
 }
 
-func TestStartFPMReportsAnEarlyExit(t *testing.T) {
-	_, err := StartFPM(context.Background(), FPMOptions{Binary: "/bin/false", ReadyTimeout: 5 * time.Second})
-	if err == nil || !strings.Contains(err.Error(), "exited before accepting connections") {
+func TestStartReportsAnEarlyExit(t *testing.T) {
+	_, err := phpfpm.Start(context.Background(), phpfpm.Config{Binary: "/bin/false", ReadyTimeout: 5 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "exited before") || !strings.Contains(err.Error(), "accepted connections") {
 		t.Errorf("got %v", err)
 	}
 }
 
-func TestFindFPMPrefersTheNewestVersion(t *testing.T) {
+func TestFindPrefersTheNewestVersion(t *testing.T) {
 	dir := t.TempDir()
-	for _, name := range []string{"php-fpm", "php-fpm7.4", "php-fpm98.10", "php-fpm98.9", "php-fpm-not"} {
+	for _, name := range []string{"php-fpm", "php-fpm7.4", "php-fpm98.10", "php-fpm98.9", "php-fpm-not", "php-fpm98.11.dpkg-dist"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	os.WriteFile(filepath.Join(dir, "php-fpm99.0"), []byte("not executable"), 0o644)
 	t.Setenv("PATH", dir)
-	got, err := FindFPM()
+	saved := phpfpm.Dirs
+	phpfpm.Dirs = nil
+	defer func() { phpfpm.Dirs = saved }()
+	got, err := phpfpm.Find()
 	if err != nil || got != filepath.Join(dir, "php-fpm98.10") {
-		t.Errorf("FindFPM() = %q, %v; want php-fpm98.10", got, err)
+		t.Errorf("Find() = %q, %v; want php-fpm98.10", got, err)
+	}
+	plain, empty := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(plain, "php-fpm"), []byte("#!/bin/sh\n"), 0o755)
+	if got := phpfpm.FindIn([]string{empty, "", "/nonexistent", plain}); got != filepath.Join(plain, "php-fpm") {
+		t.Errorf("FindIn = %q, want the unversioned php-fpm", got)
+	}
+	if got := phpfpm.FindIn([]string{empty}); got != "" {
+		t.Errorf("FindIn in an empty directory = %q", got)
+	}
+	t.Setenv("PATH", empty)
+	if _, err := phpfpm.Find(); !errors.Is(err, phpfpm.ErrNotFound) {
+		t.Errorf("Find without php-fpm: %v", err)
 	}
 }
 
-// TestStartFPMRunsARealPool checks the configuration StartFPM writes with
+// TestDevelopmentRunsARealPool checks the configuration Start writes with
 // the real php-fpm and the project's parser, which the classifier relies on.
-func TestStartFPMRunsARealPool(t *testing.T) {
+func TestDevelopmentRunsARealPool(t *testing.T) {
 	bin := testbed.RequireFPM(t)
-	php, err := StartFPM(context.Background(), FPMOptions{Binary: bin, Workers: 3})
+	cfg := phpfpm.Development()
+	cfg.Binary, cfg.MaxChildren = bin, 3
+	php, err := phpfpm.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,11 +178,8 @@ func TestStartFPMRunsARealPool(t *testing.T) {
 	if conf.ErrorLog != php.ErrorLog {
 		t.Errorf("error_log %q, want %q", conf.ErrorLog, php.ErrorLog)
 	}
-	var workers []int
-	for deadline := time.Now().Add(5 * time.Second); len(workers) < 3 && time.Now().Before(deadline); {
-		workers = php.Workers()
-		time.Sleep(10 * time.Millisecond)
-	}
+	// Start returns once a static pool's workers all run.
+	workers := php.Workers()
 	if len(workers) != 3 {
 		t.Errorf("workers %v, want 3", workers)
 	}

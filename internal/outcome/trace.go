@@ -1,16 +1,23 @@
-package proxy
+// Package outcome is the vocabulary of what happened to one FastCGI
+// request: the Trace that the relay and every client fill in, the phases a
+// request goes through, and the typed errors that say why it failed.
+//
+// It is a leaf: the relay, the diagnosis, the HTTP gateway, the doctor and
+// the command-line clients all import it, and it imports nothing of
+// fcgiscope but the wire protocol. Whoever fills a Trace speaks this
+// vocabulary, so that the diagnosis explains a failure in the same words
+// however the request was sent.
+package outcome
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
-// Trace is the record of one request's life in the relay. The relay fills it
-// in; once it is handed to a Responder or an Observer nothing in the relay
-// changes it any more.
+// Trace is the record of one request's life. The relay or a client fills it
+// in; once it is handed on to be explained and recorded, nothing changes it
+// any more.
 type Trace struct {
 	// RequestID is the web server's id (REQUEST_ID or HTTP_X_REQUEST_ID) or
 	// one fcgiscope made up.
@@ -38,17 +45,17 @@ type Trace struct {
 	// Timestamps; zero when the step never happened.
 	Accepted   time.Time // BEGIN_REQUEST read
 	ParamsDone time.Time // the empty PARAMS record read
-	QueueStart time.Time // began waiting for a MaxConns slot
+	QueueStart time.Time // began waiting for a free upstream slot
 	QueueEnd   time.Time // got the slot, or gave up
 	DialStart  time.Time
 	DialEnd    time.Time // upstream connection established
-	StdinDone  time.Time // the empty STDIN record read
+	StdinDone  time.Time // the end of the request body sent on
 	FirstByte  time.Time // first STDOUT byte from the upstream
 	End        time.Time
 
 	// BytesIn counts request body bytes (STDIN content) received from the
-	// web server; BytesOut counts response bytes (STDOUT content) sent to
-	// it, including a replacement response.
+	// web server; BytesOut counts response bytes sent to it, including a
+	// replacement response.
 	BytesIn, BytesOut int64
 	// UpstreamBytes counts STDOUT content bytes received from the upstream.
 	UpstreamBytes int64
@@ -75,7 +82,8 @@ type Trace struct {
 	StderrBytes int64
 
 	// Err is why the request failed; nil when the upstream completed it.
-	// Callers branch on it with errors.Is and errors.As.
+	// It is one of this package's errors or wraps one, and callers
+	// branch on it with errors.Is and errors.As.
 	Err error
 	// Replaced reports that fcgiscope sent its own response in place of
 	// the upstream's.
@@ -83,11 +91,6 @@ type Trace struct {
 	// Truncated reports that the upstream failed after part of its
 	// response was forwarded, and the downstream exchange was aborted.
 	Truncated bool
-
-	// Diagnosis is free for the Responder and Observer to share their
-	// explanation of a failure, so that it is worked out once. The relay
-	// never reads it.
-	Diagnosis any
 }
 
 // Phase is how far a request got.
@@ -96,7 +99,7 @@ type Phase string
 // The phases of a request.
 const (
 	PhaseParams    Phase = "params"     // reading the request head from the web server
-	PhaseQueued    Phase = "queued"     // waiting for a MaxConns slot
+	PhaseQueued    Phase = "queued"     // waiting for a free upstream slot
 	PhaseConnect   Phase = "connecting" // dialling the upstream
 	PhaseSending   Phase = "sending"    // forwarding the request body
 	PhaseWaiting   Phase = "waiting"    // waiting for the response to start
@@ -123,7 +126,7 @@ func (t *Trace) Phase() Phase {
 // Duration returns the time from BEGIN_REQUEST to the end of the request.
 func (t *Trace) Duration() time.Duration { return since(t.Accepted, t.End) }
 
-// QueueTime returns how long the request waited for a MaxConns slot.
+// QueueTime returns how long the request waited for a free upstream slot.
 func (t *Trace) QueueTime() time.Duration { return since(t.QueueStart, t.QueueEnd) }
 
 // ConnectTime returns how long the upstream connection took to establish.
@@ -133,6 +136,10 @@ func (t *Trace) ConnectTime() time.Duration { return since(t.DialStart, t.DialEn
 // byte, or 0 when none came.
 func (t *Trace) TimeToFirstByte() time.Duration { return since(t.Accepted, t.FirstByte) }
 
+// UpstreamWait returns the time from the established connection to the
+// first response byte: how long the upstream made the request wait.
+func (t *Trace) UpstreamWait() time.Duration { return since(t.DialEnd, t.FirstByte) }
+
 func since(a, b time.Time) time.Duration {
 	if a.IsZero() || b.IsZero() {
 		return 0
@@ -140,54 +147,32 @@ func since(a, b time.Time) time.Duration {
 	return b.Sub(a)
 }
 
-// Errors the relay puts in Trace.Err, besides the dial and network errors of
-// the standard library and the protocol errors of package fcgi.
-var (
-	// ErrClientAborted means the web server closed its connection or sent
-	// ABORT_REQUEST before the response was complete.
-	ErrClientAborted = errors.New("the web server closed the connection before the response was complete")
-	// ErrReadTimeout means the upstream sent nothing for longer than the
-	// read timeout.
-	ErrReadTimeout = errors.New("the upstream sent nothing within the read timeout")
-	// ErrParamsTimeout means the web server did not finish the request
-	// head within the params timeout.
-	ErrParamsTimeout = errors.New("the web server did not send the whole request head within the params timeout")
-	// ErrShutdown means fcgiscope was stopping and cut the request off.
-	ErrShutdown = errors.New("fcgiscope was shutting down")
-)
-
-// QueueTimeoutError means no MaxConns slot became free within the queue
-// timeout.
-type QueueTimeoutError struct {
-	Waited   time.Duration
-	MaxConns int
-}
-
-func (e *QueueTimeoutError) Error() string {
-	return fmt.Sprintf("no upstream slot became free in %s (all %d in use)", e.Waited.Round(time.Millisecond), e.MaxConns)
-}
-
-// DialError is a failure to connect to the upstream.
-type DialError struct {
-	Addr fcgi.Addr
-	Err  error
-}
-
-func (e *DialError) Error() string { return "connecting to " + e.Addr.String() + ": " + e.Err.Error() }
-
-func (e *DialError) Unwrap() error { return e.Err }
-
-// ProtocolError is a violation of FastCGI by a peer.
-type ProtocolError struct {
-	// Upstream is true when the upstream broke the protocol, false when
-	// the web server did.
-	Upstream bool
-	Reason   string
-}
-
-func (e *ProtocolError) Error() string {
-	if e.Upstream {
-		return "upstream broke FastCGI: " + e.Reason
+// NoteParam keeps the value of a param the Trace records, and reports
+// whether name is one of them. HTTP_X_REQUEST_ID is taken only when the web
+// server sent no REQUEST_ID. Callers on a hot path (the relay) gather the
+// same params themselves without allocating; everyone else uses this.
+func (t *Trace) NoteParam(name, value string) bool {
+	switch name {
+	case "REQUEST_METHOD":
+		t.Method = value
+	case "REQUEST_URI":
+		t.URI = value
+	case "SCRIPT_FILENAME":
+		t.Script = value
+	case "REMOTE_ADDR":
+		t.RemoteAddr = value
+	case "HTTP_ACCEPT":
+		t.Accept = value
+	case "HTTP_HOST":
+		t.Host = value
+	case "REQUEST_ID":
+		t.RequestID = value
+	case "HTTP_X_REQUEST_ID":
+		if t.RequestID == "" {
+			t.RequestID = value
+		}
+	default:
+		return false
 	}
-	return "web server broke FastCGI: " + e.Reason
+	return true
 }

@@ -1,4 +1,8 @@
-package httpgateway
+// Package cgienv builds the CGI environment of an HTTP request, the
+// FastCGI params php-fpm runs a script with, as nginx with Debian's
+// fastcgi.conf sends them. The HTTP gateway (fcgiscope http) and the
+// request command (fcgiscope request) both send what it builds.
+package cgienv
 
 import (
 	"net"
@@ -13,13 +17,35 @@ import (
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
-// params builds the CGI environment of a PHP request with gofast's session
-// middleware: BasicParamsMap (method, URI, query, remote and server
-// address, content type and length), MapHeader (HTTP_*) and MapEndpoint
-// (SCRIPT_FILENAME), then fixParams, which repairs what gofast gets wrong
-// for PHP behind this gateway. Nothing of gofast's transport or response
-// parser is used: the chain ends in a handler that only keeps the params.
-func (g *Gateway) params(r *http.Request, rt route, requestID string) (map[string]string, error) {
+// Script is the script a request runs.
+type Script struct {
+	// File is its path as php-fpm sees it, SCRIPT_FILENAME.
+	File string
+	// Name is its URL path, SCRIPT_NAME; PathInfo the rest of the request
+	// path after it, PATH_INFO.
+	Name, PathInfo string
+}
+
+// Options are the server's side of the environment.
+type Options struct {
+	// Root is the document root, DOCUMENT_ROOT.
+	Root string
+	// RequestID is REQUEST_ID.
+	RequestID string
+	// Software is SERVER_SOFTWARE; "" means "fcgiscope".
+	Software string
+}
+
+// Build builds the CGI environment of r, a request for script s, with
+// gofast's session middleware: BasicParamsMap (method, URI, query, remote
+// and server address, content type and length), MapHeader (HTTP_*) and
+// MapEndpoint (SCRIPT_FILENAME), then fix, which repairs what gofast gets
+// wrong for PHP. Nothing of gofast's transport or response parser is used:
+// the chain ends in a handler that only keeps the params.
+//
+// The server's own address comes from r's context
+// (http.LocalAddrContextKey), as net/http puts it there.
+func Build(r *http.Request, s Script, o Options) (map[string]string, error) {
 	var out map[string]string
 	keep := func(_ gofast.Client, req *gofast.Request) (*gofast.ResponsePipe, error) {
 		out = req.Params
@@ -28,18 +54,18 @@ func (g *Gateway) params(r *http.Request, rt route, requestID string) (map[strin
 	chain := gofast.Chain(
 		gofast.BasicParamsMap,
 		gofast.MapHeader,
-		gofast.MapEndpoint(rt.file),
-		g.fixParams(rt, requestID),
+		gofast.MapEndpoint(s.File),
+		fix(s, o),
 	)
 	req := gofast.NewRequest(r)
-	req.Stdin = nil // the body is sent by RoundTrip, not by gofast
+	req.Stdin = nil // the body is sent by the exchange, not by gofast
 	if _, err := chain(keep)(nil, req); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-// fixParams is the last middleware of the chain. It guards against gofast
+// fix is the last middleware of the chain. It guards against gofast
 // v0.8.0's defects and fills in what nginx's fastcgi_params would send:
 //
 //   - MapHeader turns a client's Proxy header into HTTP_PROXY, which PHP
@@ -54,7 +80,7 @@ func (g *Gateway) params(r *http.Request, rt route, requestID string) (map[strin
 //     than the listening socket: all three filled from the connection.
 //   - MapEndpoint sets DOCUMENT_ROOT to the script's directory and
 //     SCRIPT_NAME to its base name: set from the document root.
-func (g *Gateway) fixParams(rt route, requestID string) gofast.Middleware {
+func fix(s Script, o Options) gofast.Middleware {
 	return func(inner gofast.SessionHandler) gofast.SessionHandler {
 		return func(client gofast.Client, req *gofast.Request) (*gofast.ResponsePipe, error) {
 			r, p := req.Raw, req.Params
@@ -94,16 +120,21 @@ func (g *Gateway) fixParams(rt route, requestID string) gofast.Middleware {
 			} else {
 				p["REQUEST_URI"] = r.URL.RequestURI()
 			}
-			p["DOCUMENT_ROOT"] = g.absRoot
-			p["SCRIPT_FILENAME"] = rt.file
-			p["SCRIPT_NAME"] = rt.scriptName
-			p["DOCUMENT_URI"] = rt.scriptName + rt.pathInfo
-			if rt.pathInfo != "" {
-				p["PATH_INFO"] = rt.pathInfo
-				p["PATH_TRANSLATED"] = filepath.Join(g.absRoot, filepath.FromSlash(rt.pathInfo))
+			p["DOCUMENT_ROOT"] = o.Root
+			p["SCRIPT_FILENAME"] = s.File
+			p["SCRIPT_NAME"] = s.Name
+			p["DOCUMENT_URI"] = s.Name + s.PathInfo
+			if s.PathInfo != "" {
+				p["PATH_INFO"] = s.PathInfo
+				p["PATH_TRANSLATED"] = filepath.Join(o.Root, filepath.FromSlash(s.PathInfo))
 			}
-			p["SERVER_SOFTWARE"] = g.serverSoftware()
-			p["REQUEST_ID"] = requestID
+			p["SERVER_SOFTWARE"] = o.Software
+			if o.Software == "" {
+				p["SERVER_SOFTWARE"] = "fcgiscope"
+			}
+			if o.RequestID != "" {
+				p["REQUEST_ID"] = o.RequestID
+			}
 			if r.ContentLength <= 0 && r.Header.Get("Content-Length") == "" {
 				// As nginx: no body, no length. A body of unknown length
 				// gets its length once spooled.
@@ -119,16 +150,9 @@ func cgiHeaderName(name string) string {
 	return "HTTP_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
-func (g *Gateway) serverSoftware() string {
-	if g.ServerSoftware != "" {
-		return g.ServerSoftware
-	}
-	return "fcgiscope"
-}
-
-// pairs orders params by name, so that what php-fpm gets does not depend
-// on map order.
-func pairs(p map[string]string) []fcgi.Pair {
+// Pairs orders params by name, so that what php-fpm gets does not depend on
+// map order.
+func Pairs(p map[string]string) []fcgi.Pair {
 	names := make([]string, 0, len(p))
 	for k := range p {
 		names = append(names, k)
@@ -141,6 +165,8 @@ func pairs(p map[string]string) []fcgi.Pair {
 	return out
 }
 
-func setContentLength(p map[string]string, n int64) {
+// SetContentLength sets CONTENT_LENGTH, for a body whose length became
+// known once it was read.
+func SetContentLength(p map[string]string, n int64) {
 	p["CONTENT_LENGTH"] = strconv.FormatInt(n, 10)
 }

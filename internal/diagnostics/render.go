@@ -11,7 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fcgiscope/fcgiscope/internal/proxy"
+	"github.com/fcgiscope/fcgiscope/internal/cgi"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
 // Detail is how much an error response tells the client.
@@ -39,28 +40,10 @@ func ParseDetail(s string) (Detail, error) {
 	return "", fmt.Errorf("must be full, local or minimal")
 }
 
-// Responder answers failed requests with an explanation in the format the
-// client asked for. Its zero value works: it classifies without php-fpm
-// knowledge and shows full detail to local clients only.
-type Responder struct {
-	Classifier *Classifier
-	Detail     Detail
-}
-
-var _ proxy.Responder = (*Responder)(nil)
-
-// Respond builds the replacement response for t.
-func (r *Responder) Respond(t *proxy.Trace) proxy.Reply {
-	c := r.Classifier
-	if c == nil {
-		c = &Classifier{}
-	}
-	d := c.Diagnose(t)
-	if d == nil {
-		d = &Diagnosis{Cause: CauseWorkerDied, Detail: "The request failed.", Evidence: map[string]string{}}
-	}
-	full := r.showFull(t.RemoteAddr)
-	v := newView(t, d, full)
+// render builds the replacement response for t, explained by d, in the
+// format the client asked for and with the detail it may see.
+func render(t *outcome.Trace, d *Diagnosis, policy Detail) cgi.Reply {
+	v := newView(t, d, showFull(policy, t.RemoteAddr))
 
 	var body []byte
 	var ctype string
@@ -91,15 +74,16 @@ func (r *Responder) Respond(t *proxy.Trace) proxy.Reply {
 		head.WriteString("Retry-After: 1\r\n")
 	}
 	head.WriteString("\r\n")
-	cgi := append([]byte(head.String()), body...)
+	reply := append([]byte(head.String()), body...)
 
 	// nginx's error log is the operator's: it always gets the whole story.
 	line := fmt.Sprintf("fcgiscope: %s: %s (request_id=%s)", d.Cause.ID, oneLine(d.Detail), t.RequestID)
-	return proxy.Reply{CGI: cgi, LogLine: line}
+	return cgi.Reply{CGI: reply, LogLine: line}
 }
 
-func (r *Responder) showFull(remote string) bool {
-	switch r.Detail {
+// showFull reports whether a client at remote sees the whole explanation.
+func showFull(policy Detail, remote string) bool {
+	switch policy {
 	case DetailFull:
 		return true
 	case DetailMinimal:
@@ -137,10 +121,10 @@ type step struct {
 	At   string // offset from the start, e.g. "+12.3 ms"
 }
 
-func newView(t *proxy.Trace, d *Diagnosis, full bool) *view {
+func newView(t *outcome.Trace, d *Diagnosis, full bool) *view {
 	v := &view{
 		Full:      full,
-		Status:    d.Cause.Status,
+		Status:    d.StatusCode(),
 		Title:     d.Cause.Title,
 		Cause:     d.Cause.ID,
 		RequestID: t.RequestID,

@@ -1,0 +1,296 @@
+package proxy
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/fcgiscope/fcgiscope/internal/cgi"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
+)
+
+// relay is the response side's state.
+type relay struct {
+	q    *request
+	head cgi.Scanner
+
+	holding         bool
+	hold            []byte  // raw records held back
+	holdBuf         *[]byte // hold's pooled buffer
+	heldStdout      int64
+	forwardedStdout int64 // STDOUT content bytes sent downstream
+}
+
+// relayResponse reads the upstream's response and forwards it to the web
+// server, holding back its start as configured. It runs on its own goroutine.
+func (q *request) relayResponse() {
+	ur := readerPool.Get().(*fcgi.Reader)
+	ur.Reset(q.up)
+	defer func() {
+		ur.Reset(nil)
+		readerPool.Put(ur)
+	}()
+	srv := q.c.srv
+	t := &q.trace
+	r := relay{q: q, holding: srv.HoldBytes > 0}
+	r.head.Limit = srv.maxHeaderBytes()
+	for {
+		if srv.ReadTimeout > 0 {
+			q.up.SetReadDeadline(time.Now().Add(srv.ReadTimeout))
+		}
+		if ur.Buffered() == 0 {
+			ackAtOnce(q.up)
+		}
+		h, err := ur.Next()
+		if err != nil {
+			if q.sendAgain(err) {
+				ur.Reset(q.up)
+				continue
+			}
+			r.fail(outcome.UpstreamReadError(err, srv.ReadTimeout))
+			return
+		}
+		t.UpstreamRecords++
+		if h.RequestID != q.id {
+			r.fail(&outcome.ProtocolError{Upstream: true, Reason: fmt.Sprintf("%s record for request %d, but request %d was sent", h.Type, h.RequestID, q.id)})
+			return
+		}
+		content := ur.Content()
+		switch h.Type {
+		case fcgi.TypeStdout:
+			if len(content) == 0 {
+				break
+			}
+			if t.FirstByte.IsZero() {
+				t.FirstByte = time.Now()
+				if srv.ServerTiming {
+					if err := r.forward(serverTimingRecord(q.id, t), false); err != nil {
+						r.downstreamFailed(err)
+						return
+					}
+				}
+			}
+			t.UpstreamBytes += int64(len(content))
+			r.head.Feed(content)
+			if r.head.Ended() && t.Status == 0 {
+				t.Status, t.ContentType = r.head.Head().Status, r.head.Head().ContentType
+			}
+		case fcgi.TypeStderr:
+			if keep := srv.stderrExcerpt() - len(t.Stderr); keep > 0 {
+				t.Stderr = append(t.Stderr, content[:min(keep, len(content))]...)
+			}
+			t.StderrBytes += int64(len(content))
+		case fcgi.TypeEndRequest:
+			end, err := fcgi.ParseEndRequest(content)
+			if err != nil {
+				r.fail(&outcome.ProtocolError{Upstream: true, Reason: err.Error()})
+				return
+			}
+			t.EndRequest, t.Ended = end, true
+			q.releaseUpstream(end, ur.Buffered() == 0)
+			if err := outcome.EndError(end, r.head.Ended(), t.UpstreamBytes); err != nil && r.forwardedStdout == 0 {
+				// Nothing was served: an explanation can stand in for a
+				// refusal, and for the blank 502 nginx would answer to
+				// a response without a head.
+				r.fail(err)
+				return
+			}
+			q.markResponseDone()
+			if err := r.forward(ur.Raw(), true); err != nil {
+				r.downstreamFailed(err)
+				return
+			}
+			t.End = time.Now()
+			q.endResponse()
+			return
+		case fcgi.TypeGetValuesResult, fcgi.TypeUnknownType:
+			continue
+		default:
+			r.fail(&outcome.ProtocolError{Upstream: true, Reason: fmt.Sprintf("unexpected %s record from the upstream", h.Type)})
+			return
+		}
+		if r.holding && r.head.Done() && !r.head.Ended() {
+			r.fail(&outcome.HeadTooLongError{Limit: srv.maxHeaderBytes()})
+			return
+		}
+		if err := r.forward(ur.Raw(), ur.Buffered() == 0); err != nil {
+			r.downstreamFailed(err)
+			return
+		}
+	}
+}
+
+// serverTimingRecord returns a STDOUT record holding a Server-Timing header
+// line, sent ahead of the upstream's own headers.
+func serverTimingRecord(id uint16, t *outcome.Trace) []byte {
+	line := "Server-Timing: " + cgi.ServerTiming(t.ConnectTime(), t.UpstreamWait()) + "\r\n"
+	return fcgi.AppendRecord(nil, fcgi.TypeStdout, id, []byte(line))
+}
+
+// forward sends one raw record downstream, or holds it back while the start
+// of the response is still being held.
+func (r *relay) forward(raw []byte, flush bool) error {
+	q := r.q
+	stdoutLen := int64(0)
+	if fcgi.RecordType(raw[1]) == fcgi.TypeStdout {
+		stdoutLen = int64(raw[4])<<8 | int64(raw[5]) // content length
+	}
+	if r.holding {
+		if r.hold == nil {
+			r.holdBuf = holdPool.Get().(*[]byte)
+			r.hold = (*r.holdBuf)[:0]
+		}
+		r.hold = append(r.hold, raw...)
+		r.heldStdout += stdoutLen
+		end := fcgi.RecordType(raw[1]) == fcgi.TypeEndRequest
+		if !end && !(r.head.Done() && (r.head.Head().Streaming || r.heldStdout >= int64(q.c.srv.HoldBytes))) {
+			return nil
+		}
+		r.holding = false
+		raw, stdoutLen, flush = r.hold, r.heldStdout, true
+	}
+	err := q.c.writeRaw(raw, flush)
+	if err == nil {
+		r.forwardedStdout += stdoutLen
+		q.trace.BytesOut += stdoutLen
+	}
+	r.releaseHold()
+	return err
+}
+
+func (r *relay) discardHold() {
+	r.releaseHold()
+	r.heldStdout, r.holding = 0, false
+}
+
+// releaseHold returns the hold-back buffer to its pool. Buffers that grew
+// past the usual hold size are left to the garbage collector, so the pool
+// does not keep large ones alive.
+func (r *relay) releaseHold() {
+	if r.hold != nil && cap(r.hold) <= 256<<10 {
+		*r.holdBuf = r.hold[:0]
+		holdPool.Put(r.holdBuf)
+	}
+	r.hold, r.holdBuf = nil, nil
+}
+
+var holdPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// downstreamFailed ends a request whose web server can no longer be written
+// to.
+func (r *relay) downstreamFailed(err error) {
+	q := r.q
+	t := &q.trace
+	if p := q.abortErr.Load(); p != nil {
+		t.Err = *p
+	} else {
+		t.Err = fmt.Errorf("%w: %w", outcome.ErrClientAborted, err)
+	}
+	t.End = time.Now()
+	q.endResponse()
+}
+
+// fail ends a request whose upstream failed. While nothing of the response
+// has reached the web server, an explanation replaces it; after that the
+// downstream exchange is broken off so the web server cannot mistake the
+// partial response for a whole one.
+func (r *relay) fail(err error) {
+	q := r.q
+	t := &q.trace
+	t.End = time.Now()
+	if p := q.abortErr.Load(); p != nil {
+		// The web server is gone or broke the protocol; nobody to tell.
+		t.Err = *p
+		q.endResponse()
+		return
+	}
+	t.Err = err
+	if r.forwardedStdout == 0 {
+		r.discardHold()
+		q.replace()
+		q.endResponse()
+		return
+	}
+	t.Truncated = true
+	q.c.breakOff(q, fmt.Sprintf("fcgiscope: the upstream failed after %d response bytes were sent, the response is incomplete: %v (request_id=%s)", r.forwardedStdout, err, t.RequestID))
+	q.endResponse()
+}
+
+// releaseUpstream lets go of the upstream connection once END_REQUEST is
+// read, before the end is forwarded, so that the next request can have it at
+// once. A connection that is not kept is closed: php-fpm's worker waits for
+// its peer to close before it takes another request.
+func (q *request) releaseUpstream(end fcgi.EndRequest, drained bool) {
+	if !q.keepUp {
+		q.respLetGo = true
+		q.up.Close()
+		return
+	}
+	q.upReusable.Store(drained && end.ProtocolStatus == fcgi.StatusRequestComplete && q.trace.Resent == 0)
+	q.respLetGo = true
+	q.letGoUpstream()
+}
+
+// letGoUpstream is called by each side of a request on a kept connection
+// when it is done with the connection; the last one returns it to the idle
+// pool when it is still fit for another request, and closes it otherwise.
+// Only then does the request give back its MaxConns slot: a slot stands for
+// a php-fpm worker, and the worker is not free for a new connection while
+// this one holds it. A request let in earlier would find the pool empty,
+// connect, and wait in php-fpm's listen queue behind the worker that this
+// connection is about to keep waiting in the pool.
+func (q *request) letGoUpstream() {
+	if q.upRefs.Add(-1) != 0 {
+		return
+	}
+	defer q.releaseSlot()
+	q.mu.Lock()
+	up := q.up
+	// An abort that comes later must not close a connection that is the
+	// pool's by then.
+	q.up = nil
+	reusable := q.upReusable.Load() && q.abortErr.Load() == nil
+	q.mu.Unlock()
+	if up == nil {
+		return
+	}
+	if reusable {
+		up.SetReadDeadline(time.Time{})
+		if q.c.srv.idle.put(up) {
+			return
+		}
+	}
+	up.Close()
+}
+
+// writeRaw writes raw records downstream.
+func (c *conn) writeRaw(raw []byte, flush bool) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.w.WriteRaw(raw); err != nil {
+		return err
+	}
+	if flush {
+		return c.w.Flush()
+	}
+	return nil
+}
+
+// breakOff ends the downstream exchange so that the web server treats the
+// response as failed: a line for its error log, then a record type nginx
+// rejects, then a reset (on TCP) or close. A plain close would not do: with
+// fastcgi_keep_conn off nginx takes EOF as the end of the response.
+func (c *conn) breakOff(q *request, line string) {
+	c.wmu.Lock()
+	c.w.WriteStream(fcgi.TypeStderr, q.id, []byte(line+"\n"))
+	body := [8]byte{byte(fcgi.TypeUnknownType)}
+	c.w.WriteRecord(fcgi.TypeUnknownType, q.id, body[:])
+	c.w.Flush()
+	c.wmu.Unlock()
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.nc.Close()
+}
