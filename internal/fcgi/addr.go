@@ -29,15 +29,15 @@ func (a Addr) String() string {
 // IsZero reports whether a is the zero Addr.
 func (a Addr) IsZero() bool { return a == Addr{} }
 
-// AddrForms lists the accepted address forms, for error messages.
-const AddrForms = "host:port (127.0.0.1:9000, [::1]:9000, localhost:9000), unix:/path/to.sock, tcp://host:port or unix:///path/to.sock"
+// addrForms lists the accepted address forms, for error messages.
+const addrForms = "host:port (127.0.0.1:9000, [::1]:9000, localhost:9000), unix:/path/to.sock, tcp://host:port or unix:///path/to.sock"
 
 // ParseAddr parses an address in nginx's fastcgi_pass syntax, or in URL
 // form with a tcp:// or unix:// scheme.
 func ParseAddr(s string) (Addr, error) {
 	orig := s
 	bad := func(why string) (Addr, error) {
-		return Addr{}, fmt.Errorf("bad address %q: %s; accepted forms are %s", orig, why, AddrForms)
+		return Addr{}, fmt.Errorf("bad address %q: %s; accepted forms are %s", orig, why, addrForms)
 	}
 	s = strings.TrimSpace(s)
 	switch {

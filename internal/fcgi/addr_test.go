@@ -1,38 +1,36 @@
-package fcgi_test
+package fcgi
 
 import (
 	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
 func TestParseAddrAccepts(t *testing.T) {
 	tests := []struct {
 		in         string
-		want       fcgi.Addr
+		want       Addr
 		nginx      string // String(): nginx's fastcgi_pass syntax
 		roundTrips bool   // String() == in
 	}{
-		{"127.0.0.1:9000", fcgi.Addr{"tcp", "127.0.0.1:9000"}, "127.0.0.1:9000", true},
-		{"[::1]:9000", fcgi.Addr{"tcp", "[::1]:9000"}, "[::1]:9000", true},
-		{"localhost:9000", fcgi.Addr{"tcp", "localhost:9000"}, "localhost:9000", true},
-		{"php-fpm:9000", fcgi.Addr{"tcp", "php-fpm:9000"}, "php-fpm:9000", true},
-		{"0.0.0.0:1", fcgi.Addr{"tcp", "0.0.0.0:1"}, "0.0.0.0:1", true},
-		{"host:65535", fcgi.Addr{"tcp", "host:65535"}, "host:65535", true},
-		{"[fe80::1%eth0]:9000", fcgi.Addr{"tcp", "[fe80::1%eth0]:9000"}, "[fe80::1%eth0]:9000", true},
-		{"unix:/run/php/php8.2-fpm.sock", fcgi.Addr{"unix", "/run/php/php8.2-fpm.sock"}, "unix:/run/php/php8.2-fpm.sock", true},
-		{"unix:@php-fpm", fcgi.Addr{"unix", "@php-fpm"}, "unix:@php-fpm", true},
-		{"tcp://127.0.0.1:9000", fcgi.Addr{"tcp", "127.0.0.1:9000"}, "127.0.0.1:9000", false},
-		{"tcp://[::1]:9000", fcgi.Addr{"tcp", "[::1]:9000"}, "[::1]:9000", false},
-		{"unix:///tmp/x.sock", fcgi.Addr{"unix", "/tmp/x.sock"}, "unix:/tmp/x.sock", false},
-		{"  127.0.0.1:9000\n", fcgi.Addr{"tcp", "127.0.0.1:9000"}, "127.0.0.1:9000", false},
-		{"\tunix:/tmp/x.sock ", fcgi.Addr{"unix", "/tmp/x.sock"}, "unix:/tmp/x.sock", false},
+		{"127.0.0.1:9000", Addr{"tcp", "127.0.0.1:9000"}, "127.0.0.1:9000", true},
+		{"[::1]:9000", Addr{"tcp", "[::1]:9000"}, "[::1]:9000", true},
+		{"localhost:9000", Addr{"tcp", "localhost:9000"}, "localhost:9000", true},
+		{"php-fpm:9000", Addr{"tcp", "php-fpm:9000"}, "php-fpm:9000", true},
+		{"0.0.0.0:1", Addr{"tcp", "0.0.0.0:1"}, "0.0.0.0:1", true},
+		{"host:65535", Addr{"tcp", "host:65535"}, "host:65535", true},
+		{"[fe80::1%eth0]:9000", Addr{"tcp", "[fe80::1%eth0]:9000"}, "[fe80::1%eth0]:9000", true},
+		{"unix:/run/php/php8.2-fpm.sock", Addr{"unix", "/run/php/php8.2-fpm.sock"}, "unix:/run/php/php8.2-fpm.sock", true},
+		{"unix:@php-fpm", Addr{"unix", "@php-fpm"}, "unix:@php-fpm", true},
+		{"tcp://127.0.0.1:9000", Addr{"tcp", "127.0.0.1:9000"}, "127.0.0.1:9000", false},
+		{"tcp://[::1]:9000", Addr{"tcp", "[::1]:9000"}, "[::1]:9000", false},
+		{"unix:///tmp/x.sock", Addr{"unix", "/tmp/x.sock"}, "unix:/tmp/x.sock", false},
+		{"  127.0.0.1:9000\n", Addr{"tcp", "127.0.0.1:9000"}, "127.0.0.1:9000", false},
+		{"\tunix:/tmp/x.sock ", Addr{"unix", "/tmp/x.sock"}, "unix:/tmp/x.sock", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got, err := fcgi.ParseAddr(tt.in)
+			got, err := ParseAddr(tt.in)
 			if err != nil {
 				t.Fatalf("ParseAddr(%q): %v", tt.in, err)
 			}
@@ -49,7 +47,7 @@ func TestParseAddrAccepts(t *testing.T) {
 			if tt.roundTrips && s != tt.in {
 				t.Errorf("String() = %q, want the input back", s)
 			}
-			again, err := fcgi.ParseAddr(s)
+			again, err := ParseAddr(s)
 			if err != nil || again != got {
 				t.Errorf("ParseAddr(String()) = %#v, %v; want %#v", again, err, got)
 			}
@@ -89,7 +87,7 @@ func TestParseAddrRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got, err := fcgi.ParseAddr(tt.in)
+			got, err := ParseAddr(tt.in)
 			if err == nil {
 				t.Fatalf("ParseAddr(%q) = %#v, want an error", tt.in, got)
 			}
@@ -105,7 +103,7 @@ func TestParseAddrRejects(t *testing.T) {
 					t.Errorf("message %q does not mention %q", msg, m)
 				}
 			}
-			if !strings.Contains(msg, fcgi.AddrForms) {
+			if !strings.Contains(msg, addrForms) {
 				t.Errorf("message %q does not list the accepted forms", msg)
 			}
 		})
@@ -114,27 +112,27 @@ func TestParseAddrRejects(t *testing.T) {
 
 func TestAddrFormsNamesEveryForm(t *testing.T) {
 	for _, f := range []string{"127.0.0.1:9000", "[::1]:9000", "localhost:9000", "unix:/", "tcp://", "unix:///"} {
-		if !strings.Contains(fcgi.AddrForms, f) {
-			t.Errorf("AddrForms %q does not show %q", fcgi.AddrForms, f)
+		if !strings.Contains(addrForms, f) {
+			t.Errorf("addrForms %q does not show %q", addrForms, f)
 		}
 	}
 }
 
 func TestAddrStringAndIsZero(t *testing.T) {
-	var zero fcgi.Addr
+	var zero Addr
 	if !zero.IsZero() {
 		t.Error("zero Addr: IsZero false")
 	}
 	if zero.String() != "" {
 		t.Errorf("zero Addr String = %q", zero.String())
 	}
-	if (fcgi.Addr{Network: "unix"}).IsZero() {
+	if (Addr{Network: "unix"}).IsZero() {
 		t.Error("Addr with a network: IsZero true")
 	}
-	if s := (fcgi.Addr{"unix", "/a.sock"}).String(); s != "unix:/a.sock" {
+	if s := (Addr{"unix", "/a.sock"}).String(); s != "unix:/a.sock" {
 		t.Errorf("unix String = %q", s)
 	}
-	if s := (fcgi.Addr{"tcp", "h:1"}).String(); s != "h:1" {
+	if s := (Addr{"tcp", "h:1"}).String(); s != "h:1" {
 		t.Errorf("tcp String = %q", s)
 	}
 }
@@ -152,11 +150,11 @@ func TestParseAddrTCPURLStringRoundTrip(t *testing.T) {
 		"[unix]:1",
 		"tcp://[a://b]:1",
 	} {
-		a, err := fcgi.ParseAddr(in)
+		a, err := ParseAddr(in)
 		if err != nil {
 			continue // rejecting is fine
 		}
-		again, err := fcgi.ParseAddr(a.String())
+		again, err := ParseAddr(a.String())
 		if err != nil || again != a {
 			t.Errorf("ParseAddr(%q) = %#v; ParseAddr(String() = %q) = %#v, %v", in, a, a.String(), again, err)
 		}
@@ -169,12 +167,12 @@ func TestParseAddrTCPURLStringRoundTrip(t *testing.T) {
 // Found by FuzzParseAddr (testdata/fuzz/FuzzParseAddr/a490241e7c981bbe).
 func TestParseAddrUnixDoubleSlashStringRoundTrip(t *testing.T) {
 	for _, in := range []string{"unix:////0", "unix:////run/php/php-fpm.sock", "unix:////tmp/x.sock", "unix://///tmp/x.sock"} {
-		a, err := fcgi.ParseAddr(in)
+		a, err := ParseAddr(in)
 		if err != nil {
 			t.Errorf("ParseAddr(%q): %v", in, err)
 			continue
 		}
-		again, err := fcgi.ParseAddr(a.String())
+		again, err := ParseAddr(a.String())
 		if err != nil || again != a {
 			t.Errorf("ParseAddr(%q) = %#v; ParseAddr(String() = %q) = %#v, %v", in, a, a.String(), again, err)
 		}

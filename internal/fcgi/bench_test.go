@@ -1,19 +1,17 @@
-package fcgi_test
+package fcgi
 
 import (
 	"bytes"
 	"io"
 	"testing"
-
-	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
 // nginxParams is the PARAMS set nginx sends for a GET of a PHP page with
 // the stock fastcgi_params plus SCRIPT_FILENAME (fastcgi.conf), followed by
 // the request's headers as HTTP_* variables. Empty values are sent too:
 // nginx does not drop them without if_not_empty.
-func nginxParams() []fcgi.Pair {
-	return []fcgi.Pair{
+func nginxParams() []Pair {
+	return []Pair{
 		{"SCRIPT_FILENAME", "/var/www/html/index.php"},
 		{"QUERY_STRING", "page=2&sort=desc"},
 		{"REQUEST_METHOD", "GET"},
@@ -44,10 +42,10 @@ func nginxParams() []fcgi.Pair {
 	}
 }
 
-func encodePairs(ps []fcgi.Pair) []byte {
+func encodePairs(ps []Pair) []byte {
 	var b []byte
 	for _, p := range ps {
-		b = fcgi.AppendPair(b, p.Name, p.Value)
+		b = AppendPair(b, p.Name, p.Value)
 	}
 	return b
 }
@@ -58,14 +56,14 @@ func BenchmarkReaderNext(b *testing.B) {
 		size int
 	}{
 		{"small", 64},
-		{"64KiB", fcgi.MaxWriteContent},
+		{"64KiB", MaxWriteContent},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			var stream []byte
 			for len(stream) < 1<<20 {
 				stream = append(stream, makeRecord(6, 1, bytes.Repeat([]byte{'x'}, bc.size), (8-bc.size%8)%8)...)
 			}
-			r := fcgi.NewReader(&repeatReader{data: stream})
+			r := NewReader(&repeatReader{data: stream})
 			b.SetBytes(int64(bc.size))
 			b.ReportAllocs()
 			for b.Loop() {
@@ -79,11 +77,11 @@ func BenchmarkReaderNext(b *testing.B) {
 
 func BenchmarkWriterWriteStream(b *testing.B) {
 	data := bytes.Repeat([]byte("0123456789abcdef"), (1<<20)/16)
-	w := fcgi.NewWriter(io.Discard)
+	w := NewWriter(io.Discard)
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := w.WriteStream(fcgi.TypeStdout, 1, data); err != nil {
+		if err := w.WriteStream(TypeStdout, 1, data); err != nil {
 			b.Fatal(err)
 		}
 		if err := w.Flush(); err != nil {
@@ -99,7 +97,7 @@ func BenchmarkForEachPair(b *testing.B) {
 	var n int
 	for b.Loop() {
 		n = 0
-		if err := fcgi.ForEachPair(params, func(name, value []byte) bool {
+		if err := ForEachPair(params, func(name, value []byte) bool {
 			n += len(name) + len(value)
 			return true
 		}); err != nil {
@@ -119,7 +117,7 @@ func BenchmarkAppendPair(b *testing.B) {
 	for b.Loop() {
 		buf = buf[:0]
 		for _, p := range params {
-			buf = fcgi.AppendPair(buf, p.Name, p.Value)
+			buf = AppendPair(buf, p.Name, p.Value)
 		}
 	}
 }
@@ -129,9 +127,9 @@ func TestNginxParamsSetIsRealistic(t *testing.T) {
 	if len(ps) < 25 {
 		t.Fatalf("%d pairs, want about 25", len(ps))
 	}
-	got, err := fcgi.ParsePairs(encodePairs(ps))
+	got, err := parsePairs(encodePairs(ps))
 	if err != nil || len(got) != len(ps) {
-		t.Fatalf("ParsePairs = %d pairs, %v", len(got), err)
+		t.Fatalf("parsePairs = %d pairs, %v", len(got), err)
 	}
 	// HTTP_COOKIE's value is over 127 bytes: it uses a four-byte length.
 	if !bytes.Contains(encodePairs(ps[len(ps)-2:len(ps)-1]), []byte{0x0b, 0x80}) {
@@ -142,7 +140,7 @@ func TestNginxParamsSetIsRealistic(t *testing.T) {
 	if allocs := testing.AllocsPerRun(100, func() {
 		buf = buf[:0]
 		for _, p := range ps {
-			buf = fcgi.AppendPair(buf, p.Name, p.Value)
+			buf = AppendPair(buf, p.Name, p.Value)
 		}
 	}); allocs != 0 {
 		t.Errorf("AppendPair allocates %v times into a buffer with room", allocs)

@@ -1,30 +1,28 @@
-package fcgi_test
+package fcgi
 
 import (
 	"bytes"
 	"strings"
 	"testing"
-
-	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
 func TestBeginRequestByteTable(t *testing.T) {
 	tests := []struct {
 		name string
 		body []byte
-		want fcgi.BeginRequest
+		want BeginRequest
 		keep bool
 	}{
-		{"responder", []byte{0, 1, 0, 0, 0, 0, 0, 0}, fcgi.BeginRequest{Role: fcgi.RoleResponder}, false},
-		{"responder keep-conn", []byte{0, 1, 1, 0, 0, 0, 0, 0}, fcgi.BeginRequest{Role: fcgi.RoleResponder, Flags: 1}, true},
-		{"authorizer", []byte{0, 2, 0, 0, 0, 0, 0, 0}, fcgi.BeginRequest{Role: fcgi.RoleAuthorizer}, false},
-		{"filter keep-conn", []byte{0, 3, 1, 0, 0, 0, 0, 0}, fcgi.BeginRequest{Role: fcgi.RoleFilter, Flags: 1}, true},
-		{"unknown role", []byte{0x12, 0x34, 0, 0, 0, 0, 0, 0}, fcgi.BeginRequest{Role: 0x1234}, false},
-		{"other flag bits", []byte{0, 1, 0xFE, 0, 0, 0, 0, 0}, fcgi.BeginRequest{Role: fcgi.RoleResponder, Flags: 0xFE}, false},
+		{"responder", []byte{0, 1, 0, 0, 0, 0, 0, 0}, BeginRequest{Role: RoleResponder}, false},
+		{"responder keep-conn", []byte{0, 1, 1, 0, 0, 0, 0, 0}, BeginRequest{Role: RoleResponder, Flags: 1}, true},
+		{"authorizer", []byte{0, 2, 0, 0, 0, 0, 0, 0}, BeginRequest{Role: RoleAuthorizer}, false},
+		{"filter keep-conn", []byte{0, 3, 1, 0, 0, 0, 0, 0}, BeginRequest{Role: RoleFilter, Flags: 1}, true},
+		{"unknown role", []byte{0x12, 0x34, 0, 0, 0, 0, 0, 0}, BeginRequest{Role: 0x1234}, false},
+		{"other flag bits", []byte{0, 1, 0xFE, 0, 0, 0, 0, 0}, BeginRequest{Role: RoleResponder, Flags: 0xFE}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := fcgi.ParseBeginRequest(tt.body)
+			got, err := ParseBeginRequest(tt.body)
 			if err != nil {
 				t.Fatalf("ParseBeginRequest: %v", err)
 			}
@@ -36,7 +34,7 @@ func TestBeginRequestByteTable(t *testing.T) {
 			}
 
 			var out bytes.Buffer
-			w := fcgi.NewWriter(&out)
+			w := NewWriter(&out)
 			if err := w.WriteBeginRequest(0x0102, tt.want); err != nil {
 				t.Fatal(err)
 			}
@@ -52,19 +50,19 @@ func TestEndRequestByteTable(t *testing.T) {
 	tests := []struct {
 		name string
 		body []byte
-		want fcgi.EndRequest
+		want EndRequest
 	}{
-		{"complete", []byte{0, 0, 0, 0, 0, 0, 0, 0}, fcgi.EndRequest{}},
-		{"app status 255", []byte{0, 0, 0, 0xFF, 0, 0, 0, 0}, fcgi.EndRequest{AppStatus: 255}},
-		{"app status big endian", []byte{0x01, 0x02, 0x03, 0x04, 0, 0, 0, 0}, fcgi.EndRequest{AppStatus: 0x01020304}},
-		{"max app status", []byte{0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0}, fcgi.EndRequest{AppStatus: 0xFFFFFFFF}},
-		{"cant mpx", []byte{0, 0, 0, 0, 1, 0, 0, 0}, fcgi.EndRequest{ProtocolStatus: fcgi.StatusCantMPXConn}},
-		{"overloaded", []byte{0, 0, 0, 0, 2, 0, 0, 0}, fcgi.EndRequest{ProtocolStatus: fcgi.StatusOverloaded}},
-		{"unknown role", []byte{0, 0, 0, 1, 3, 0, 0, 0}, fcgi.EndRequest{AppStatus: 1, ProtocolStatus: fcgi.StatusUnknownRole}},
+		{"complete", []byte{0, 0, 0, 0, 0, 0, 0, 0}, EndRequest{}},
+		{"app status 255", []byte{0, 0, 0, 0xFF, 0, 0, 0, 0}, EndRequest{AppStatus: 255}},
+		{"app status big endian", []byte{0x01, 0x02, 0x03, 0x04, 0, 0, 0, 0}, EndRequest{AppStatus: 0x01020304}},
+		{"max app status", []byte{0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0}, EndRequest{AppStatus: 0xFFFFFFFF}},
+		{"cant mpx", []byte{0, 0, 0, 0, 1, 0, 0, 0}, EndRequest{ProtocolStatus: StatusCantMPXConn}},
+		{"overloaded", []byte{0, 0, 0, 0, 2, 0, 0, 0}, EndRequest{ProtocolStatus: StatusOverloaded}},
+		{"unknown role", []byte{0, 0, 0, 1, 3, 0, 0, 0}, EndRequest{AppStatus: 1, ProtocolStatus: StatusUnknownRole}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := fcgi.ParseEndRequest(tt.body)
+			got, err := ParseEndRequest(tt.body)
 			if err != nil {
 				t.Fatalf("ParseEndRequest: %v", err)
 			}
@@ -72,7 +70,7 @@ func TestEndRequestByteTable(t *testing.T) {
 				t.Errorf("decoded %+v, want %+v", got, tt.want)
 			}
 			var out bytes.Buffer
-			w := fcgi.NewWriter(&out)
+			w := NewWriter(&out)
 			if err := w.WriteEndRequest(7, tt.want); err != nil {
 				t.Fatal(err)
 			}
@@ -85,12 +83,12 @@ func TestEndRequestByteTable(t *testing.T) {
 }
 
 func TestBodiesIgnoreReservedBytes(t *testing.T) {
-	b, err := fcgi.ParseBeginRequest([]byte{0, 1, 1, 9, 9, 9, 9, 9})
-	if err != nil || b != (fcgi.BeginRequest{Role: fcgi.RoleResponder, Flags: 1}) {
+	b, err := ParseBeginRequest([]byte{0, 1, 1, 9, 9, 9, 9, 9})
+	if err != nil || b != (BeginRequest{Role: RoleResponder, Flags: 1}) {
 		t.Errorf("ParseBeginRequest with reserved bytes set = %+v, %v", b, err)
 	}
-	e, err := fcgi.ParseEndRequest([]byte{0, 0, 0, 2, 0, 9, 9, 9})
-	if err != nil || e != (fcgi.EndRequest{AppStatus: 2}) {
+	e, err := ParseEndRequest([]byte{0, 0, 0, 2, 0, 9, 9, 9})
+	if err != nil || e != (EndRequest{AppStatus: 2}) {
 		t.Errorf("ParseEndRequest with reserved bytes set = %+v, %v", e, err)
 	}
 }
@@ -98,12 +96,12 @@ func TestBodiesIgnoreReservedBytes(t *testing.T) {
 func TestShortBodiesRejected(t *testing.T) {
 	for n := 0; n < 8; n++ {
 		body := make([]byte, n)
-		if _, err := fcgi.ParseBeginRequest(body); err == nil {
+		if _, err := ParseBeginRequest(body); err == nil {
 			t.Errorf("ParseBeginRequest of %d bytes succeeded", n)
 		} else if !strings.Contains(err.Error(), "BEGIN_REQUEST") {
 			t.Errorf("error %q does not name the record", err)
 		}
-		if _, err := fcgi.ParseEndRequest(body); err == nil {
+		if _, err := ParseEndRequest(body); err == nil {
 			t.Errorf("ParseEndRequest of %d bytes succeeded", n)
 		} else if !strings.Contains(err.Error(), "END_REQUEST") {
 			t.Errorf("error %q does not name the record", err)

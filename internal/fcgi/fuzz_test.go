@@ -1,4 +1,4 @@
-package fcgi_test
+package fcgi
 
 import (
 	"bytes"
@@ -7,8 +7,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-
-	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
 // nginxRequest is the byte stream nginx sends for a small POST: BEGIN_REQUEST
@@ -40,7 +38,7 @@ func FuzzReader(f *testing.F) {
 	f.Add(makeRecord(6, 1, []byte("abc"), 255)[:100])
 	f.Add([]byte{1, 6, 0, 1, 0xff, 0xff, 0xff, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r := fcgi.NewReader(bytes.NewReader(data))
+		r := NewReader(bytes.NewReader(data))
 		off := 0
 		for records := 0; ; records++ {
 			if records > len(data)/8+1 {
@@ -52,7 +50,7 @@ func FuzzReader(f *testing.F) {
 				return // stop on the first error
 			}
 			raw := r.Raw()
-			n := fcgi.HeaderLen + int(h.ContentLength) + int(h.PaddingLength)
+			n := HeaderLen + int(h.ContentLength) + int(h.PaddingLength)
 			if len(raw) != n {
 				t.Fatalf("record at %d: Raw has %d bytes, want 8+%d+%d", off, len(raw), h.ContentLength, h.PaddingLength)
 			}
@@ -65,7 +63,7 @@ func FuzzReader(f *testing.F) {
 			if !bytes.Equal(r.Content(), data[off+8:off+8+int(h.ContentLength)]) {
 				t.Fatalf("record at %d: Content is not the input bytes", off)
 			}
-			if h.Type != fcgi.RecordType(data[off+1]) || h.RequestID != uint16(data[off+2])<<8|uint16(data[off+3]) {
+			if h.Type != RecordType(data[off+1]) || h.RequestID != uint16(data[off+2])<<8|uint16(data[off+3]) {
 				t.Fatalf("record at %d: header %+v does not match % x", off, h, data[off:off+8])
 			}
 			off += n
@@ -78,7 +76,7 @@ func FuzzReader(f *testing.F) {
 func checkReaderError(t *testing.T, data []byte, off int, err error) {
 	t.Helper()
 	left := data[off:]
-	var ve *fcgi.VersionError
+	var ve *VersionError
 	switch {
 	case err == io.EOF:
 		if len(left) != 0 {
@@ -88,7 +86,7 @@ func checkReaderError(t *testing.T, data []byte, off int, err error) {
 		if len(left) < 8 || left[0] == 1 || !bytes.Equal(ve.Header[:], left[:8]) {
 			t.Fatalf("VersionError %v at %d for % x", err, off, head(left))
 		}
-	case errors.Is(err, fcgi.ErrTruncated):
+	case errors.Is(err, ErrTruncated):
 		if !errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Fatalf("ErrTruncated without io.ErrUnexpectedEOF: %v", err)
 		}
@@ -116,34 +114,34 @@ func FuzzPairs(f *testing.F) {
 	f.Add([]byte{0x80, 0x00})
 	f.Add([]byte("\xff\xff\xff\xff\x00ab"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var pairs []fcgi.Pair
-		err := fcgi.ForEachPair(data, func(name, value []byte) bool {
-			pairs = append(pairs, fcgi.Pair{string(name), string(value)})
+		var pairs []Pair
+		err := ForEachPair(data, func(name, value []byte) bool {
+			pairs = append(pairs, Pair{string(name), string(value)})
 			return true
 		})
 		// Stopping early never fails, whatever follows.
 		calls := 0
-		if err := fcgi.ForEachPair(data, func(_, _ []byte) bool { calls++; return false }); err != nil && calls > 0 {
+		if err := ForEachPair(data, func(_, _ []byte) bool { calls++; return false }); err != nil && calls > 0 {
 			t.Fatalf("ForEachPair stopped after the first pair and still returned %v", err)
 		}
 		if err != nil {
-			var pe *fcgi.PairError
+			var pe *pairError
 			if !errors.As(err, &pe) {
-				t.Fatalf("error %v is not a *PairError", err)
+				t.Fatalf("error %v is not a *pairError", err)
 			}
 			if pe.Offset < 0 || pe.Offset >= len(data) {
 				t.Fatalf("Offset %d outside the %d input bytes", pe.Offset, len(data))
 			}
 			// The pairs before the bad one re-encode to the bytes before
 			// its offset, up to the choice of length encoding.
-			ok, err := fcgi.ParsePairs(data[:pe.Offset])
+			ok, err := parsePairs(data[:pe.Offset])
 			if err != nil || !equalPairs(ok, pairs) {
 				t.Fatalf("the %d bytes before the bad pair decode to %q, %v; want %q", pe.Offset, ok, err, pairs)
 			}
 			return
 		}
 		enc := encodePairs(pairs)
-		again, err := fcgi.ParsePairs(enc)
+		again, err := parsePairs(enc)
 		if err != nil {
 			t.Fatalf("re-encoded pairs do not decode: %v", err)
 		}
@@ -156,7 +154,7 @@ func FuzzPairs(f *testing.F) {
 	})
 }
 
-func equalPairs(a, b []fcgi.Pair) bool {
+func equalPairs(a, b []Pair) bool {
 	if len(a) == 0 && len(b) == 0 {
 		return true
 	}
@@ -173,12 +171,12 @@ func FuzzParseAddr(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		a, err := fcgi.ParseAddr(s)
+		a, err := ParseAddr(s)
 		if err != nil {
 			if !a.IsZero() {
 				t.Fatalf("ParseAddr(%q) failed but returned %#v", s, a)
 			}
-			if !strings.Contains(err.Error(), fcgi.AddrForms) {
+			if !strings.Contains(err.Error(), addrForms) {
 				t.Fatalf("error %q does not list the accepted forms", err)
 			}
 			return
@@ -189,7 +187,7 @@ func FuzzParseAddr(f *testing.F) {
 		if a.Address == "" {
 			t.Fatalf("ParseAddr(%q) = empty address", s)
 		}
-		again, err := fcgi.ParseAddr(a.String())
+		again, err := ParseAddr(a.String())
 		if err == nil && again == a {
 			return
 		}

@@ -29,35 +29,35 @@ func appendLen(dst []byte, n int) []byte {
 	return binary.BigEndian.AppendUint32(dst, uint32(n)|1<<31)
 }
 
-// PairError reports a malformed name-value pair stream.
-type PairError struct {
+// pairError reports a malformed name-value pair stream.
+type pairError struct {
 	Offset int    // where the bad pair starts
 	Reason string // what is wrong with it
 }
 
-func (e *PairError) Error() string {
+func (e *pairError) Error() string {
 	return fmt.Sprintf("fcgi: malformed name-value pair at byte %d: %s", e.Offset, e.Reason)
 }
 
 // ForEachPair calls fn for every pair encoded in b, in order, until fn
 // returns false. The slices passed to fn alias b. A stream that ends inside a
-// pair, or a length that overruns b, is a *PairError.
+// pair, or a length that overruns b, is a *pairError.
 func ForEachPair(b []byte, fn func(name, value []byte) bool) error {
 	off := 0
 	for off < len(b) {
 		start := off
 		nlen, n, ok := readLen(b[off:])
 		if !ok {
-			return &PairError{Offset: start, Reason: "name length cut short"}
+			return &pairError{Offset: start, Reason: "name length cut short"}
 		}
 		off += n
 		vlen, n, ok := readLen(b[off:])
 		if !ok {
-			return &PairError{Offset: start, Reason: "value length cut short"}
+			return &pairError{Offset: start, Reason: "value length cut short"}
 		}
 		off += n
 		if nlen > len(b)-off || vlen > len(b)-off-nlen {
-			return &PairError{Offset: start, Reason: fmt.Sprintf("name of %d and value of %d bytes overrun the %d bytes left", nlen, vlen, len(b)-off)}
+			return &pairError{Offset: start, Reason: fmt.Sprintf("name of %d and value of %d bytes overrun the %d bytes left", nlen, vlen, len(b)-off)}
 		}
 		name := b[off : off+nlen]
 		off += nlen
@@ -81,16 +81,6 @@ func readLen(b []byte) (length, n int, ok bool) {
 		return 0, 0, false
 	}
 	return int(binary.BigEndian.Uint32(b) & maxPairLen), 4, true
-}
-
-// ParsePairs decodes every pair in b into new strings.
-func ParsePairs(b []byte) ([]Pair, error) {
-	var pairs []Pair
-	err := ForEachPair(b, func(name, value []byte) bool {
-		pairs = append(pairs, Pair{string(name), string(value)})
-		return true
-	})
-	return pairs, err
 }
 
 // ErrParamsTooLarge is wrapped by the error a ParamsBuffer returns when the

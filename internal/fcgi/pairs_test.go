@@ -1,4 +1,4 @@
-package fcgi_test
+package fcgi
 
 import (
 	"bytes"
@@ -7,8 +7,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-
-	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
 // The four FCGI_NameValuePair layouts of the specification (section 3.4):
@@ -64,12 +62,12 @@ var pairTables = []struct {
 func TestAppendPairMatchesSpecEncoding(t *testing.T) {
 	for _, tt := range pairTables {
 		t.Run(tt.name, func(t *testing.T) {
-			got := fcgi.AppendPair(nil, tt.pname, tt.pval)
+			got := AppendPair(nil, tt.pname, tt.pval)
 			if !bytes.Equal(got, tt.encoded) {
 				t.Fatalf("AppendPair = % x..., want % x...", head(got), head(tt.encoded))
 			}
 			prefix := []byte("keep")
-			got = fcgi.AppendPair(prefix, tt.pname, tt.pval)
+			got = AppendPair(prefix, tt.pname, tt.pval)
 			if !bytes.Equal(got[:4], []byte("keep")) || !bytes.Equal(got[4:], tt.encoded) {
 				t.Fatal("AppendPair does not append after existing bytes")
 			}
@@ -80,20 +78,20 @@ func TestAppendPairMatchesSpecEncoding(t *testing.T) {
 func TestForEachPairDecodesSpecEncoding(t *testing.T) {
 	for _, tt := range pairTables {
 		t.Run(tt.name, func(t *testing.T) {
-			pairs, err := fcgi.ParsePairs(tt.encoded)
+			pairs, err := parsePairs(tt.encoded)
 			if err != nil {
-				t.Fatalf("ParsePairs: %v", err)
+				t.Fatalf("parsePairs: %v", err)
 			}
-			want := []fcgi.Pair{{tt.pname, tt.pval}}
+			want := []Pair{{tt.pname, tt.pval}}
 			if !reflect.DeepEqual(pairs, want) {
-				t.Fatalf("ParsePairs = %q, want %q", shortPairs(pairs), shortPairs(want))
+				t.Fatalf("parsePairs = %q, want %q", shortPairs(pairs), shortPairs(want))
 			}
 		})
 	}
 }
 
-func shortPairs(ps []fcgi.Pair) []fcgi.Pair {
-	out := make([]fcgi.Pair, len(ps))
+func shortPairs(ps []Pair) []Pair {
+	out := make([]Pair, len(ps))
 	for i, p := range ps {
 		if len(p.Name) > 20 {
 			p.Name = p.Name[:20] + "..."
@@ -115,7 +113,7 @@ func TestPairLengthBoundary(t *testing.T) {
 	} {
 		name := strings.Repeat("N", tt.n)
 		value := strings.Repeat("v", tt.n)
-		b := fcgi.AppendPair(nil, name, value)
+		b := AppendPair(nil, name, value)
 		if want := 2*tt.lenSize + 2*tt.n; len(b) != want {
 			t.Errorf("n=%d: encoded %d bytes, want %d (%d-byte lengths)", tt.n, len(b), want, tt.lenSize)
 		}
@@ -125,7 +123,7 @@ func TestPairLengthBoundary(t *testing.T) {
 		if tt.lenSize == 1 && b[0] != byte(tt.n) {
 			t.Errorf("n=%d: one-byte length %d", tt.n, b[0])
 		}
-		pairs, err := fcgi.ParsePairs(b)
+		pairs, err := parsePairs(b)
 		if err != nil || len(pairs) != 1 || pairs[0].Name != name || pairs[0].Value != value {
 			t.Errorf("n=%d: round trip gave %d pairs, %v", tt.n, len(pairs), err)
 		}
@@ -136,14 +134,14 @@ func TestForEachPairAcceptsFourByteLengthForShortStrings(t *testing.T) {
 	// The specification allows the four-byte form for any length; a peer
 	// may use it even for 5 bytes.
 	b := []byte("\x80\x00\x00\x05\x80\x00\x00\x02HELLOhi")
-	pairs, err := fcgi.ParsePairs(b)
-	if err != nil || !reflect.DeepEqual(pairs, []fcgi.Pair{{"HELLO", "hi"}}) {
-		t.Fatalf("ParsePairs = %q, %v", pairs, err)
+	pairs, err := parsePairs(b)
+	if err != nil || !reflect.DeepEqual(pairs, []Pair{{"HELLO", "hi"}}) {
+		t.Fatalf("parsePairs = %q, %v", pairs, err)
 	}
 }
 
 func TestForEachPairManyPairsInOrder(t *testing.T) {
-	want := []fcgi.Pair{
+	want := []Pair{
 		{"SCRIPT_FILENAME", "/var/www/html/index.php"},
 		{"QUERY_STRING", ""},
 		{"REQUEST_METHOD", "GET"},
@@ -152,11 +150,11 @@ func TestForEachPairManyPairsInOrder(t *testing.T) {
 	}
 	var b []byte
 	for _, p := range want {
-		b = fcgi.AppendPair(b, p.Name, p.Value)
+		b = AppendPair(b, p.Name, p.Value)
 	}
-	var got []fcgi.Pair
-	err := fcgi.ForEachPair(b, func(name, value []byte) bool {
-		got = append(got, fcgi.Pair{string(name), string(value)})
+	var got []Pair
+	err := ForEachPair(b, func(name, value []byte) bool {
+		got = append(got, Pair{string(name), string(value)})
 		return true
 	})
 	if err != nil {
@@ -168,8 +166,8 @@ func TestForEachPairManyPairsInOrder(t *testing.T) {
 }
 
 func TestForEachPairSlicesAliasInput(t *testing.T) {
-	b := fcgi.AppendPair(nil, "NAME", "value")
-	fcgi.ForEachPair(b, func(name, value []byte) bool {
+	b := AppendPair(nil, "NAME", "value")
+	ForEachPair(b, func(name, value []byte) bool {
 		name[0] = 'X'
 		return true
 	})
@@ -181,13 +179,13 @@ func TestForEachPairSlicesAliasInput(t *testing.T) {
 func TestForEachPairStopsWhenFnReturnsFalse(t *testing.T) {
 	var b []byte
 	for _, n := range []string{"A", "B", "C", "D"} {
-		b = fcgi.AppendPair(b, n, "x")
+		b = AppendPair(b, n, "x")
 	}
 	// A malformed tail after the stop point must not be reached.
 	b = append(b, 0x80)
 	for stopAt := 1; stopAt <= 4; stopAt++ {
 		var seen []string
-		err := fcgi.ForEachPair(b, func(name, value []byte) bool {
+		err := ForEachPair(b, func(name, value []byte) bool {
 			seen = append(seen, string(name))
 			return len(seen) < stopAt
 		})
@@ -202,17 +200,17 @@ func TestForEachPairStopsWhenFnReturnsFalse(t *testing.T) {
 
 func TestForEachPairEmptyInput(t *testing.T) {
 	called := false
-	if err := fcgi.ForEachPair(nil, func(_, _ []byte) bool { called = true; return true }); err != nil || called {
+	if err := ForEachPair(nil, func(_, _ []byte) bool { called = true; return true }); err != nil || called {
 		t.Fatalf("ForEachPair(nil) = %v, called %v", err, called)
 	}
-	pairs, err := fcgi.ParsePairs([]byte{})
+	pairs, err := parsePairs([]byte{})
 	if err != nil || len(pairs) != 0 {
-		t.Fatalf("ParsePairs(empty) = %v, %v", pairs, err)
+		t.Fatalf("parsePairs(empty) = %v, %v", pairs, err)
 	}
 }
 
 func TestForEachPairMalformed(t *testing.T) {
-	good := fcgi.AppendPair(nil, "GOOD", "1") // 7 bytes
+	good := AppendPair(nil, "GOOD", "1") // 7 bytes
 	tests := []struct {
 		name      string
 		input     []byte
@@ -236,10 +234,10 @@ func TestForEachPairMalformed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			calls := 0
-			err := fcgi.ForEachPair(tt.input, func(_, _ []byte) bool { calls++; return true })
-			var pe *fcgi.PairError
+			err := ForEachPair(tt.input, func(_, _ []byte) bool { calls++; return true })
+			var pe *pairError
 			if !errors.As(err, &pe) {
-				t.Fatalf("ForEachPair = %v, want a *PairError", err)
+				t.Fatalf("ForEachPair = %v, want a *pairError", err)
 			}
 			if pe.Offset != tt.offset {
 				t.Errorf("Offset = %d, want %d", pe.Offset, tt.offset)
@@ -253,9 +251,9 @@ func TestForEachPairMalformed(t *testing.T) {
 			if !strings.Contains(err.Error(), "byte "+itoa(tt.offset)) {
 				t.Errorf("message %q does not give the offset", err)
 			}
-			pairs, perr := fcgi.ParsePairs(tt.input)
+			pairs, perr := parsePairs(tt.input)
 			if !errors.As(perr, &pe) || len(pairs) != tt.goodPairs {
-				t.Errorf("ParsePairs = %d pairs, %v", len(pairs), perr)
+				t.Errorf("parsePairs = %d pairs, %v", len(pairs), perr)
 			}
 		})
 	}
@@ -276,16 +274,16 @@ func itoa(n int) string {
 // records cut in the middle of a pair (and once in the middle of a
 // four-byte length), reads them back and decodes through a ParamsBuffer.
 func TestParamsBufferJoinsPairSplitAcrossRecords(t *testing.T) {
-	want := []fcgi.Pair{
+	want := []Pair{
 		{"SCRIPT_FILENAME", "/srv/www/index.php"},
 		{"HTTP_COOKIE", strings.Repeat("session=abcdef; ", 20)},
 		{"REQUEST_METHOD", "POST"},
 	}
 	var stream []byte
 	for _, p := range want {
-		stream = fcgi.AppendPair(stream, p.Name, p.Value)
+		stream = AppendPair(stream, p.Name, p.Value)
 	}
-	cookieAt := len(fcgi.AppendPair(nil, want[0].Name, want[0].Value))
+	cookieAt := len(AppendPair(nil, want[0].Name, want[0].Value))
 	for _, cut := range []int{
 		1,                // inside the first name length's pair
 		cookieAt + 2,     // inside HTTP_COOKIE's four-byte value length
@@ -294,14 +292,14 @@ func TestParamsBufferJoinsPairSplitAcrossRecords(t *testing.T) {
 		len(stream) - 1,  // inside the last value
 	} {
 		var wire bytes.Buffer
-		w := fcgi.NewWriter(&wire)
-		w.WriteRecord(fcgi.TypeParams, 1, stream[:cut])
-		w.WriteRecord(fcgi.TypeParams, 1, stream[cut:])
-		w.EndStream(fcgi.TypeParams, 1)
+		w := NewWriter(&wire)
+		w.WriteRecord(TypeParams, 1, stream[:cut])
+		w.WriteRecord(TypeParams, 1, stream[cut:])
+		w.EndStream(TypeParams, 1)
 		w.Flush()
 
-		r := fcgi.NewReader(&wire)
-		var pb fcgi.ParamsBuffer
+		r := NewReader(&wire)
+		var pb ParamsBuffer
 		for i := 0; ; i++ {
 			h, err := r.Next()
 			if err != nil {
@@ -311,7 +309,7 @@ func TestParamsBufferJoinsPairSplitAcrossRecords(t *testing.T) {
 				break
 			}
 			// The first record on its own ends inside a pair.
-			if _, err := fcgi.ParsePairs(r.Content()); i == 0 && err == nil {
+			if _, err := parsePairs(r.Content()); i == 0 && err == nil {
 				t.Errorf("cut=%d: a record cut mid-pair decoded on its own", cut)
 			}
 			if err := pb.Append(r.Content()); err != nil {
@@ -321,9 +319,9 @@ func TestParamsBufferJoinsPairSplitAcrossRecords(t *testing.T) {
 		if pb.Len() != len(stream) || !bytes.Equal(pb.Bytes(), stream) {
 			t.Fatalf("cut=%d: buffer holds %d bytes, want %d", cut, pb.Len(), len(stream))
 		}
-		var got []fcgi.Pair
+		var got []Pair
 		if err := pb.ForEach(func(n, v []byte) bool {
-			got = append(got, fcgi.Pair{string(n), string(v)})
+			got = append(got, Pair{string(n), string(v)})
 			return true
 		}); err != nil {
 			t.Fatalf("cut=%d: ForEach: %v", cut, err)
@@ -335,7 +333,7 @@ func TestParamsBufferJoinsPairSplitAcrossRecords(t *testing.T) {
 }
 
 func TestParamsBufferLimit(t *testing.T) {
-	pb := fcgi.ParamsBuffer{Limit: 10}
+	pb := ParamsBuffer{Limit: 10}
 	if err := pb.Append([]byte("12345")); err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +341,7 @@ func TestParamsBufferLimit(t *testing.T) {
 		t.Fatalf("reaching the limit exactly: %v", err)
 	}
 	err := pb.Append([]byte("X"))
-	if !errors.Is(err, fcgi.ErrParamsTooLarge) {
+	if !errors.Is(err, ErrParamsTooLarge) {
 		t.Fatalf("Append past the limit = %v, want an error wrapping ErrParamsTooLarge", err)
 	}
 	if !strings.Contains(err.Error(), "10") {
@@ -356,14 +354,14 @@ func TestParamsBufferLimit(t *testing.T) {
 		t.Errorf("Len = %d, want 10", pb.Len())
 	}
 	// A record that alone exceeds the limit is refused whole.
-	pb2 := fcgi.ParamsBuffer{Limit: 4}
-	if err := pb2.Append([]byte("12345")); !errors.Is(err, fcgi.ErrParamsTooLarge) || pb2.Len() != 0 {
+	pb2 := ParamsBuffer{Limit: 4}
+	if err := pb2.Append([]byte("12345")); !errors.Is(err, ErrParamsTooLarge) || pb2.Len() != 0 {
 		t.Errorf("oversized first record: err %v, len %d", err, pb2.Len())
 	}
 }
 
 func TestParamsBufferZeroValueHasNoLimit(t *testing.T) {
-	var pb fcgi.ParamsBuffer
+	var pb ParamsBuffer
 	big := make([]byte, 1<<20)
 	for i := 0; i < 4; i++ {
 		if err := pb.Append(big); err != nil {
@@ -376,10 +374,10 @@ func TestParamsBufferZeroValueHasNoLimit(t *testing.T) {
 }
 
 func TestParamsBufferReset(t *testing.T) {
-	pb := fcgi.ParamsBuffer{Limit: 64}
-	pb.Append(fcgi.AppendPair(nil, "A", "1"))
+	pb := ParamsBuffer{Limit: 64}
+	pb.Append(AppendPair(nil, "A", "1"))
 	pb.Append(make([]byte, 60))
-	if err := pb.Append([]byte("x")); !errors.Is(err, fcgi.ErrParamsTooLarge) {
+	if err := pb.Append([]byte("x")); !errors.Is(err, ErrParamsTooLarge) {
 		t.Fatalf("want the limit hit, got %v", err)
 	}
 	pb.Reset()
@@ -393,12 +391,12 @@ func TestParamsBufferReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The next request starts afresh and may use the whole limit again.
-	next := fcgi.AppendPair(nil, "B", "2")
+	next := AppendPair(nil, "B", "2")
 	if err := pb.Append(next); err != nil {
 		t.Fatal(err)
 	}
-	pairs, err := fcgi.ParsePairs(pb.Bytes())
-	if err != nil || !reflect.DeepEqual(pairs, []fcgi.Pair{{"B", "2"}}) {
+	pairs, err := parsePairs(pb.Bytes())
+	if err != nil || !reflect.DeepEqual(pairs, []Pair{{"B", "2"}}) {
 		t.Fatalf("after Reset: %q, %v", pairs, err)
 	}
 	// Reset keeps the memory.
@@ -410,7 +408,7 @@ func TestParamsBufferReset(t *testing.T) {
 }
 
 func TestParamsBufferAppendDoesNotAliasInput(t *testing.T) {
-	var pb fcgi.ParamsBuffer
+	var pb ParamsBuffer
 	content := []byte("\x01\x01AB")
 	pb.Append(content)
 	// The Reader reuses its buffer; the ParamsBuffer must have copied.
@@ -428,8 +426,8 @@ func TestParamsThroughReaderBufferReuse(t *testing.T) {
 		makeRecord(4, 1, []byte("\x01\x01B2"), 4),
 		makeRecord(4, 1, nil, 0),
 	)
-	r := fcgi.NewReader(bytes.NewReader(in))
-	var pb fcgi.ParamsBuffer
+	r := NewReader(bytes.NewReader(in))
+	var pb ParamsBuffer
 	for {
 		_, err := r.Next()
 		if err == io.EOF {
@@ -440,8 +438,18 @@ func TestParamsThroughReaderBufferReuse(t *testing.T) {
 		}
 		pb.Append(r.Content())
 	}
-	pairs, err := fcgi.ParsePairs(pb.Bytes())
-	if err != nil || !reflect.DeepEqual(pairs, []fcgi.Pair{{"A", "1"}, {"B", "2"}}) {
+	pairs, err := parsePairs(pb.Bytes())
+	if err != nil || !reflect.DeepEqual(pairs, []Pair{{"A", "1"}, {"B", "2"}}) {
 		t.Fatalf("got %q, %v", pairs, err)
 	}
+}
+
+// parsePairs decodes every pair in b into new strings.
+func parsePairs(b []byte) ([]Pair, error) {
+	var pairs []Pair
+	err := ForEachPair(b, func(name, value []byte) bool {
+		pairs = append(pairs, Pair{string(name), string(value)})
+		return true
+	})
+	return pairs, err
 }

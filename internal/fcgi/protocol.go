@@ -9,14 +9,14 @@ package fcgi
 
 import "fmt"
 
-// Version1 is the only FastCGI protocol version.
-const Version1 = 1
+// version1 is the only FastCGI protocol version.
+const version1 = 1
 
 // HeaderLen is the size of a record header.
 const HeaderLen = 8
 
-// MaxContent is the largest content length the header can express.
-const MaxContent = 65535
+// maxContent is the largest content length the header can express.
+const maxContent = 65535
 
 // MaxWriteContent is the largest content the Writer puts in one record. It is
 // a multiple of 8 so that content plus padding never exceeds 65535: php-fpm
@@ -64,14 +64,14 @@ func (t RecordType) String() string {
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
-// Known reports whether the specification defines t.
-func (t RecordType) Known() bool {
+// known reports whether the specification defines t.
+func (t RecordType) known() bool {
 	return t >= TypeBeginRequest && t <= TypeUnknownType
 }
 
-// Management reports whether records of type t belong to the connection
+// management reports whether records of type t belong to the connection
 // rather than to a request (request id 0).
-func (t RecordType) Management() bool {
+func (t RecordType) management() bool {
 	return t == TypeGetValues || t == TypeGetValuesResult || t == TypeUnknownType
 }
 

@@ -85,7 +85,7 @@ type Reader struct {
 }
 
 // readerBufSize holds a whole maximal record.
-const readerBufSize = HeaderLen + MaxContent + 255
+const readerBufSize = HeaderLen + maxContent + 255
 
 // NewReader returns a Reader that reads from r through its own buffer.
 func NewReader(r io.Reader) *Reader {
@@ -115,7 +115,7 @@ func (r *Reader) Next() (Header, error) {
 		return Header{}, fmt.Errorf("fcgi: reading record header: %w", err)
 	}
 	h := decodeHeader(r.buf)
-	if h.Version != Version1 {
+	if h.Version != version1 {
 		var ve VersionError
 		copy(ve.Header[:], r.buf[:HeaderLen])
 		return Header{}, &ve
@@ -182,19 +182,19 @@ func NewWriterSize(w io.Writer, size int) *Writer {
 var zeroPadding [8]byte
 
 // WriteRecord writes one record of type t for request id with the given
-// content, padded to a multiple of 8 bytes. Content longer than MaxContent is
+// content, padded to a multiple of 8 bytes. Content longer than maxContent is
 // an error; use WriteStream for data of any length.
 func (w *Writer) WriteRecord(t RecordType, id uint16, content []byte) error {
-	if len(content) > MaxContent {
-		return fmt.Errorf("fcgi: %s record content of %d bytes exceeds %d", t, len(content), MaxContent)
+	if len(content) > maxContent {
+		return fmt.Errorf("fcgi: %s record content of %d bytes exceeds %d", t, len(content), maxContent)
 	}
 	pad := paddingFor(len(content))
-	if len(content)+int(pad) > MaxContent {
+	if len(content)+int(pad) > maxContent {
 		// php-fpm rejects records whose content and padding together
 		// exceed 65535; padding is only a recommendation.
 		pad = 0
 	}
-	Header{Version: Version1, Type: t, RequestID: id, ContentLength: uint16(len(content)), PaddingLength: pad}.put(w.hdr[:])
+	Header{Version: version1, Type: t, RequestID: id, ContentLength: uint16(len(content)), PaddingLength: pad}.put(w.hdr[:])
 	w.bw.Write(w.hdr[:])
 	w.bw.Write(content)
 	_, err := w.bw.Write(zeroPadding[:pad])
@@ -217,16 +217,16 @@ func (w *Writer) WriteStream(t RecordType, id uint16, p []byte) error {
 }
 
 // AppendRecord appends one record of type t for request id to dst, padded as
-// WriteRecord pads. Content longer than MaxContent is cut off, so callers
+// WriteRecord pads. Content longer than maxContent is cut off, so callers
 // keep to MaxWriteContent.
 func AppendRecord(dst []byte, t RecordType, id uint16, content []byte) []byte {
-	content = content[:min(len(content), MaxContent)]
+	content = content[:min(len(content), maxContent)]
 	pad := paddingFor(len(content))
-	if len(content)+int(pad) > MaxContent {
+	if len(content)+int(pad) > maxContent {
 		pad = 0
 	}
 	var h [HeaderLen]byte
-	Header{Version: Version1, Type: t, RequestID: id, ContentLength: uint16(len(content)), PaddingLength: pad}.put(h[:])
+	Header{Version: version1, Type: t, RequestID: id, ContentLength: uint16(len(content)), PaddingLength: pad}.put(h[:])
 	dst = append(dst, h[:]...)
 	dst = append(dst, content...)
 	return append(dst, zeroPadding[:pad]...)
@@ -264,29 +264,3 @@ func (w *Writer) Buffered() int { return w.bw.Buffered() }
 // Reset discards any unflushed data and makes w write to dst, keeping its
 // buffer, so that writers can be pooled.
 func (w *Writer) Reset(dst io.Writer) { w.bw.Reset(dst) }
-
-// StreamWriter is an io.WriteCloser that writes its input as records of one
-// stream type and ends the stream on Close. It does not flush the Writer.
-type StreamWriter struct {
-	w  *Writer
-	t  RecordType
-	id uint16
-}
-
-// NewStreamWriter returns a StreamWriter for stream t of request id.
-func NewStreamWriter(w *Writer, t RecordType, id uint16) *StreamWriter {
-	return &StreamWriter{w: w, t: t, id: id}
-}
-
-// Write writes p as one or more records.
-func (s *StreamWriter) Write(p []byte) (int, error) {
-	if err := s.w.WriteStream(s.t, s.id, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// Close ends the stream with an empty record.
-func (s *StreamWriter) Close() error {
-	return s.w.EndStream(s.t, s.id)
-}

@@ -1,4 +1,4 @@
-package fcgi_test
+package fcgi
 
 import (
 	"bytes"
@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
-
-	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
 // makeRecord builds the bytes of one record by hand, independently of the
@@ -60,32 +58,32 @@ func TestMakeRecordMatchesSpecLayout(t *testing.T) {
 func TestReaderDecodesHeaderOfEveryType(t *testing.T) {
 	tests := []struct {
 		typ     byte
-		want    fcgi.RecordType
+		want    RecordType
 		id      uint16
 		content []byte
 		padding int
 	}{
-		{1, fcgi.TypeBeginRequest, 1, []byte{0, 1, 0, 0, 0, 0, 0, 0}, 0},
-		{2, fcgi.TypeAbortRequest, 2, nil, 0},
-		{3, fcgi.TypeEndRequest, 3, []byte{0, 0, 0, 0, 0, 0, 0, 0}, 0},
-		{4, fcgi.TypeParams, 0x0100, []byte("\x0b\x02SERVER_PORT80"), 7},
-		{5, fcgi.TypeStdin, 0xFFFF, []byte("body"), 4},
-		{6, fcgi.TypeStdout, 0x1234, []byte("Status: 200 OK\r\n\r\n"), 6},
-		{7, fcgi.TypeStderr, 7, []byte("PHP Warning"), 5},
-		{8, fcgi.TypeData, 8, []byte{0}, 255},
-		{9, fcgi.TypeGetValues, 0, []byte("\x0e\x00FCGI_MAX_CONNS"), 0},
-		{10, fcgi.TypeGetValuesResult, 0, []byte("\x0e\x02FCGI_MAX_CONNS10"), 6},
-		{11, fcgi.TypeUnknownType, 0, []byte{42, 0, 0, 0, 0, 0, 0, 0}, 0},
+		{1, TypeBeginRequest, 1, []byte{0, 1, 0, 0, 0, 0, 0, 0}, 0},
+		{2, TypeAbortRequest, 2, nil, 0},
+		{3, TypeEndRequest, 3, []byte{0, 0, 0, 0, 0, 0, 0, 0}, 0},
+		{4, TypeParams, 0x0100, []byte("\x0b\x02SERVER_PORT80"), 7},
+		{5, TypeStdin, 0xFFFF, []byte("body"), 4},
+		{6, TypeStdout, 0x1234, []byte("Status: 200 OK\r\n\r\n"), 6},
+		{7, TypeStderr, 7, []byte("PHP Warning"), 5},
+		{8, TypeData, 8, []byte{0}, 255},
+		{9, TypeGetValues, 0, []byte("\x0e\x00FCGI_MAX_CONNS"), 0},
+		{10, TypeGetValuesResult, 0, []byte("\x0e\x02FCGI_MAX_CONNS10"), 6},
+		{11, TypeUnknownType, 0, []byte{42, 0, 0, 0, 0, 0, 0, 0}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want.String(), func(t *testing.T) {
 			rec := makeRecord(tt.typ, tt.id, tt.content, tt.padding)
-			r := fcgi.NewReader(bytes.NewReader(rec))
+			r := NewReader(bytes.NewReader(rec))
 			h, err := r.Next()
 			if err != nil {
 				t.Fatalf("Next: %v", err)
 			}
-			want := fcgi.Header{
+			want := Header{
 				Version:       1,
 				Type:          tt.want,
 				RequestID:     tt.id,
@@ -120,7 +118,7 @@ func TestReaderSkipsPaddingAndReturnsExactContent(t *testing.T) {
 		makeRecord(3, 1, []byte{0, 0, 0, 0, 0, 0, 0, 0}, 0),
 	}
 	wantContent := []string{"hello", "12345678", "x", "", "\x00\x00\x00\x00\x00\x00\x00\x00"}
-	wantType := []fcgi.RecordType{fcgi.TypeStdout, fcgi.TypeStdout, fcgi.TypeStderr, fcgi.TypeStdout, fcgi.TypeEndRequest}
+	wantType := []RecordType{TypeStdout, TypeStdout, TypeStderr, TypeStdout, TypeEndRequest}
 
 	// A one-byte reader makes sure nothing depends on how the input is cut.
 	for _, src := range []struct {
@@ -132,7 +130,7 @@ func TestReaderSkipsPaddingAndReturnsExactContent(t *testing.T) {
 		{"dataerr", func(b []byte) io.Reader { return iotest.DataErrReader(bytes.NewReader(b)) }},
 	} {
 		t.Run(src.name, func(t *testing.T) {
-			r := fcgi.NewReader(src.r(concat(recs...)))
+			r := NewReader(src.r(concat(recs...)))
 			for i := range recs {
 				h, err := r.Next()
 				if err != nil {
@@ -156,14 +154,14 @@ func TestReaderSkipsPaddingAndReturnsExactContent(t *testing.T) {
 }
 
 func TestReaderMaximalRecord(t *testing.T) {
-	content := bytes.Repeat([]byte{'z'}, fcgi.MaxContent)
+	content := bytes.Repeat([]byte{'z'}, maxContent)
 	rec := makeRecord(6, 1, content, 255)
-	r := fcgi.NewReader(bytes.NewReader(rec))
+	r := NewReader(bytes.NewReader(rec))
 	h, err := r.Next()
 	if err != nil {
 		t.Fatalf("Next: %v", err)
 	}
-	if h.ContentLength != fcgi.MaxContent || h.PaddingLength != 255 {
+	if h.ContentLength != maxContent || h.PaddingLength != 255 {
 		t.Fatalf("header = %+v", h)
 	}
 	if !bytes.Equal(r.Content(), content) {
@@ -185,7 +183,7 @@ func TestReaderEOFAtCleanBoundary(t *testing.T) {
 		{"two records", concat(makeRecord(6, 1, nil, 0), makeRecord(3, 1, make([]byte, 8), 0)), 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			r := fcgi.NewReader(bytes.NewReader(tt.input))
+			r := NewReader(bytes.NewReader(tt.input))
 			for i := 0; i < tt.n; i++ {
 				if _, err := r.Next(); err != nil {
 					t.Fatalf("record %d: %v", i, err)
@@ -195,7 +193,7 @@ func TestReaderEOFAtCleanBoundary(t *testing.T) {
 			if err != io.EOF {
 				t.Fatalf("Next = %v, want exactly io.EOF", err)
 			}
-			if errors.Is(err, fcgi.ErrTruncated) {
+			if errors.Is(err, ErrTruncated) {
 				t.Fatal("a clean end must not be ErrTruncated")
 			}
 		})
@@ -220,7 +218,7 @@ func TestReaderTruncated(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := fcgi.NewReader(bytes.NewReader(tt.input))
+			r := NewReader(bytes.NewReader(tt.input))
 			var err error
 			for i := 0; i < 3 && err == nil; i++ {
 				_, err = r.Next()
@@ -228,7 +226,7 @@ func TestReaderTruncated(t *testing.T) {
 			if err == nil {
 				t.Fatal("no error for a truncated stream")
 			}
-			if !errors.Is(err, fcgi.ErrTruncated) {
+			if !errors.Is(err, ErrTruncated) {
 				t.Errorf("error %v does not wrap ErrTruncated", err)
 			}
 			if !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -256,11 +254,11 @@ func TestReaderWrapsUnderlyingError(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			src := io.MultiReader(bytes.NewReader(tt.input), iotest.ErrReader(boom))
-			_, err := fcgi.NewReader(src).Next()
+			_, err := NewReader(src).Next()
 			if !errors.Is(err, boom) {
 				t.Fatalf("Next = %v, want an error wrapping %v", err, boom)
 			}
-			if errors.Is(err, fcgi.ErrTruncated) {
+			if errors.Is(err, ErrTruncated) {
 				t.Errorf("a read error %v must not pass for a truncation", err)
 			}
 		})
@@ -288,8 +286,8 @@ func TestReaderVersionError(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := fcgi.NewReader(bytes.NewReader(tt.input)).Next()
-			var ve *fcgi.VersionError
+			_, err := NewReader(bytes.NewReader(tt.input)).Next()
+			var ve *VersionError
 			if !errors.As(err, &ve) {
 				t.Fatalf("Next = %v, want a *VersionError", err)
 			}
@@ -308,7 +306,7 @@ func TestReaderVersionError(t *testing.T) {
 			if !strings.Contains(err.Error(), "want 1") {
 				t.Errorf("message %q does not say which version is wanted", err)
 			}
-			if errors.Is(err, fcgi.ErrTruncated) {
+			if errors.Is(err, ErrTruncated) {
 				t.Errorf("a version error must not be ErrTruncated")
 			}
 		})
@@ -345,7 +343,7 @@ func TestReaderDoesNotAllocatePerRecord(t *testing.T) {
 		makeRecord(6, 1, bytes.Repeat([]byte("b"), 65000), 0),
 		makeRecord(6, 1, nil, 0),
 	)}
-	r := fcgi.NewReader(src)
+	r := NewReader(src)
 	// Warm up.
 	for i := 0; i < 20; i++ {
 		if _, err := r.Next(); err != nil {
@@ -370,7 +368,7 @@ func TestReaderDoesNotAllocatePerRecord(t *testing.T) {
 
 func TestReaderBuffered(t *testing.T) {
 	in := concat(makeRecord(6, 1, []byte("a"), 7), makeRecord(6, 1, []byte("b"), 7))
-	r := fcgi.NewReader(bytes.NewReader(in))
+	r := NewReader(bytes.NewReader(in))
 	if _, err := r.Next(); err != nil {
 		t.Fatal(err)
 	}
@@ -387,23 +385,23 @@ func TestReaderBuffered(t *testing.T) {
 
 func TestRecordTypeString(t *testing.T) {
 	tests := []struct {
-		t     fcgi.RecordType
+		t     RecordType
 		want  string
 		known bool
 		mgmt  bool
 	}{
 		{0, "type(0)", false, false},
-		{fcgi.TypeBeginRequest, "BEGIN_REQUEST", true, false},
-		{fcgi.TypeAbortRequest, "ABORT_REQUEST", true, false},
-		{fcgi.TypeEndRequest, "END_REQUEST", true, false},
-		{fcgi.TypeParams, "PARAMS", true, false},
-		{fcgi.TypeStdin, "STDIN", true, false},
-		{fcgi.TypeStdout, "STDOUT", true, false},
-		{fcgi.TypeStderr, "STDERR", true, false},
-		{fcgi.TypeData, "DATA", true, false},
-		{fcgi.TypeGetValues, "GET_VALUES", true, true},
-		{fcgi.TypeGetValuesResult, "GET_VALUES_RESULT", true, true},
-		{fcgi.TypeUnknownType, "UNKNOWN_TYPE", true, true},
+		{TypeBeginRequest, "BEGIN_REQUEST", true, false},
+		{TypeAbortRequest, "ABORT_REQUEST", true, false},
+		{TypeEndRequest, "END_REQUEST", true, false},
+		{TypeParams, "PARAMS", true, false},
+		{TypeStdin, "STDIN", true, false},
+		{TypeStdout, "STDOUT", true, false},
+		{TypeStderr, "STDERR", true, false},
+		{TypeData, "DATA", true, false},
+		{TypeGetValues, "GET_VALUES", true, true},
+		{TypeGetValuesResult, "GET_VALUES_RESULT", true, true},
+		{TypeUnknownType, "UNKNOWN_TYPE", true, true},
 		{12, "type(12)", false, false},
 		{0x48, "type(72)", false, false},
 		{255, "type(255)", false, false},
@@ -412,11 +410,11 @@ func TestRecordTypeString(t *testing.T) {
 		if got := tt.t.String(); got != tt.want {
 			t.Errorf("RecordType(%d).String() = %q, want %q", uint8(tt.t), got, tt.want)
 		}
-		if got := tt.t.Known(); got != tt.known {
-			t.Errorf("RecordType(%d).Known() = %v, want %v", uint8(tt.t), got, tt.known)
+		if got := tt.t.known(); got != tt.known {
+			t.Errorf("RecordType(%d).known() = %v, want %v", uint8(tt.t), got, tt.known)
 		}
-		if got := tt.t.Management(); got != tt.mgmt {
-			t.Errorf("RecordType(%d).Management() = %v, want %v", uint8(tt.t), got, tt.mgmt)
+		if got := tt.t.management(); got != tt.mgmt {
+			t.Errorf("RecordType(%d).management() = %v, want %v", uint8(tt.t), got, tt.mgmt)
 		}
 	}
 }
@@ -425,18 +423,18 @@ func TestRoleAndProtocolStatusString(t *testing.T) {
 	for _, tt := range []struct {
 		got, want string
 	}{
-		{fcgi.RoleResponder.String(), "RESPONDER"},
-		{fcgi.RoleAuthorizer.String(), "AUTHORIZER"},
-		{fcgi.RoleFilter.String(), "FILTER"},
-		{fcgi.Role(0).String(), "role(0)"},
-		{fcgi.Role(4).String(), "role(4)"},
-		{fcgi.Role(65535).String(), "role(65535)"},
-		{fcgi.StatusRequestComplete.String(), "REQUEST_COMPLETE"},
-		{fcgi.StatusCantMPXConn.String(), "CANT_MPX_CONN"},
-		{fcgi.StatusOverloaded.String(), "OVERLOADED"},
-		{fcgi.StatusUnknownRole.String(), "UNKNOWN_ROLE"},
-		{fcgi.ProtocolStatus(4).String(), "status(4)"},
-		{fcgi.ProtocolStatus(255).String(), "status(255)"},
+		{RoleResponder.String(), "RESPONDER"},
+		{RoleAuthorizer.String(), "AUTHORIZER"},
+		{RoleFilter.String(), "FILTER"},
+		{Role(0).String(), "role(0)"},
+		{Role(4).String(), "role(4)"},
+		{Role(65535).String(), "role(65535)"},
+		{StatusRequestComplete.String(), "REQUEST_COMPLETE"},
+		{StatusCantMPXConn.String(), "CANT_MPX_CONN"},
+		{StatusOverloaded.String(), "OVERLOADED"},
+		{StatusUnknownRole.String(), "UNKNOWN_ROLE"},
+		{ProtocolStatus(4).String(), "status(4)"},
+		{ProtocolStatus(255).String(), "status(255)"},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("String() = %q, want %q", tt.got, tt.want)

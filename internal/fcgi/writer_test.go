@@ -1,4 +1,4 @@
-package fcgi_test
+package fcgi
 
 import (
 	"bytes"
@@ -6,8 +6,6 @@ import (
 	"io"
 	"strings"
 	"testing"
-
-	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
 // rawRecord is a record split out of a byte stream by hand, without the
@@ -50,9 +48,9 @@ func splitRecords(t *testing.T, b []byte) []rawRecord {
 func TestWriteRecordPadsToEight(t *testing.T) {
 	for _, n := range []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 100, 1000, 65527, 65528} {
 		var out bytes.Buffer
-		w := fcgi.NewWriter(&out)
+		w := NewWriter(&out)
 		content := bytes.Repeat([]byte{'c'}, n)
-		if err := w.WriteRecord(fcgi.TypeStdout, 0x0203, content); err != nil {
+		if err := w.WriteRecord(TypeStdout, 0x0203, content); err != nil {
 			t.Fatalf("n=%d: WriteRecord: %v", n, err)
 		}
 		if err := w.Flush(); err != nil {
@@ -75,13 +73,13 @@ func TestWriteRecordPadsToEight(t *testing.T) {
 func TestWriteRecordNeverExceedsWhatPHPFPMAccepts(t *testing.T) {
 	for _, n := range []int{65529, 65530, 65534, 65535} {
 		var out bytes.Buffer
-		w := fcgi.NewWriter(&out)
-		if err := w.WriteRecord(fcgi.TypeStdout, 1, make([]byte, n)); err != nil {
+		w := NewWriter(&out)
+		if err := w.WriteRecord(TypeStdout, 1, make([]byte, n)); err != nil {
 			t.Fatal(err)
 		}
 		w.Flush()
-		if out.Len()-8 > fcgi.MaxContent {
-			t.Errorf("n=%d: content+padding = %d, php-fpm rejects more than %d", n, out.Len()-8, fcgi.MaxContent)
+		if out.Len()-8 > maxContent {
+			t.Errorf("n=%d: content+padding = %d, php-fpm rejects more than %d", n, out.Len()-8, maxContent)
 		}
 	}
 }
@@ -95,8 +93,8 @@ func head(b []byte) []byte {
 
 func TestWriteRecordByteTable(t *testing.T) {
 	var out bytes.Buffer
-	w := fcgi.NewWriter(&out)
-	if err := w.WriteRecord(fcgi.TypeStderr, 1, []byte("oops")); err != nil {
+	w := NewWriter(&out)
+	if err := w.WriteRecord(TypeStderr, 1, []byte("oops")); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.Flush(); err != nil {
@@ -114,9 +112,9 @@ func TestWriteRecordByteTable(t *testing.T) {
 func TestWriteRecordContentLimit(t *testing.T) {
 	t.Run("65535 accepted", func(t *testing.T) {
 		var out bytes.Buffer
-		w := fcgi.NewWriter(&out)
-		content := bytes.Repeat([]byte{'m'}, fcgi.MaxContent)
-		if err := w.WriteRecord(fcgi.TypeStdout, 1, content); err != nil {
+		w := NewWriter(&out)
+		content := bytes.Repeat([]byte{'m'}, maxContent)
+		if err := w.WriteRecord(TypeStdout, 1, content); err != nil {
 			t.Fatalf("WriteRecord of %d bytes: %v", len(content), err)
 		}
 		if err := w.Flush(); err != nil {
@@ -135,8 +133,8 @@ func TestWriteRecordContentLimit(t *testing.T) {
 	})
 	t.Run("65536 rejected", func(t *testing.T) {
 		var out bytes.Buffer
-		w := fcgi.NewWriter(&out)
-		err := w.WriteRecord(fcgi.TypeStdout, 1, make([]byte, fcgi.MaxContent+1))
+		w := NewWriter(&out)
+		err := w.WriteRecord(TypeStdout, 1, make([]byte, maxContent+1))
 		if err == nil {
 			t.Fatal("WriteRecord of 65536 bytes succeeded")
 		}
@@ -155,21 +153,21 @@ func TestWriteRecordContentLimit(t *testing.T) {
 }
 
 func TestWriteStreamSplitsIntoBoundedRecords(t *testing.T) {
-	for _, n := range []int{1, 7, 8, fcgi.MaxWriteContent - 1, fcgi.MaxWriteContent, fcgi.MaxWriteContent + 1, 200000, 3 * fcgi.MaxWriteContent} {
+	for _, n := range []int{1, 7, 8, MaxWriteContent - 1, MaxWriteContent, MaxWriteContent + 1, 200000, 3 * MaxWriteContent} {
 		data := make([]byte, n)
 		for i := range data {
 			data[i] = byte(i * 7)
 		}
 		var out bytes.Buffer
-		w := fcgi.NewWriter(&out)
-		if err := w.WriteStream(fcgi.TypeStdin, 9, data); err != nil {
+		w := NewWriter(&out)
+		if err := w.WriteStream(TypeStdin, 9, data); err != nil {
 			t.Fatalf("n=%d: WriteStream: %v", n, err)
 		}
 		if err := w.Flush(); err != nil {
 			t.Fatal(err)
 		}
 		recs := splitRecords(t, out.Bytes())
-		wantRecs := (n + fcgi.MaxWriteContent - 1) / fcgi.MaxWriteContent
+		wantRecs := (n + MaxWriteContent - 1) / MaxWriteContent
 		if len(recs) != wantRecs {
 			t.Errorf("n=%d: %d records, want %d", n, len(recs), wantRecs)
 		}
@@ -181,10 +179,10 @@ func TestWriteStreamSplitsIntoBoundedRecords(t *testing.T) {
 			if len(r.content) == 0 {
 				t.Errorf("n=%d: record %d is empty and would end the stream", n, i)
 			}
-			if len(r.content) > fcgi.MaxWriteContent {
-				t.Errorf("n=%d: record %d holds %d bytes, more than %d", n, i, len(r.content), fcgi.MaxWriteContent)
+			if len(r.content) > MaxWriteContent {
+				t.Errorf("n=%d: record %d holds %d bytes, more than %d", n, i, len(r.content), MaxWriteContent)
 			}
-			if len(r.content)+len(r.padding) > fcgi.MaxContent {
+			if len(r.content)+len(r.padding) > maxContent {
 				t.Errorf("n=%d: record %d content+padding = %d, more than 65535", n, i, len(r.content)+len(r.padding))
 			}
 			if (len(r.content)+len(r.padding))%8 != 0 {
@@ -200,11 +198,11 @@ func TestWriteStreamSplitsIntoBoundedRecords(t *testing.T) {
 
 func TestWriteStreamEmptyWritesNothing(t *testing.T) {
 	var out bytes.Buffer
-	w := fcgi.NewWriter(&out)
-	if err := w.WriteStream(fcgi.TypeStdout, 1, nil); err != nil {
+	w := NewWriter(&out)
+	if err := w.WriteStream(TypeStdout, 1, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.WriteStream(fcgi.TypeStdout, 1, []byte{}); err != nil {
+	if err := w.WriteStream(TypeStdout, 1, []byte{}); err != nil {
 		t.Fatal(err)
 	}
 	if w.Buffered() != 0 {
@@ -217,9 +215,9 @@ func TestWriteStreamEmptyWritesNothing(t *testing.T) {
 }
 
 func TestEndStreamWritesEmptyRecord(t *testing.T) {
-	for _, typ := range []fcgi.RecordType{fcgi.TypeParams, fcgi.TypeStdin, fcgi.TypeStdout, fcgi.TypeStderr, fcgi.TypeData} {
+	for _, typ := range []RecordType{TypeParams, TypeStdin, TypeStdout, TypeStderr, TypeData} {
 		var out bytes.Buffer
-		w := fcgi.NewWriter(&out)
+		w := NewWriter(&out)
 		if err := w.EndStream(typ, 0xABCD); err != nil {
 			t.Fatal(err)
 		}
@@ -233,8 +231,8 @@ func TestEndStreamWritesEmptyRecord(t *testing.T) {
 
 func TestWriterBuffersUntilFlush(t *testing.T) {
 	var out bytes.Buffer
-	w := fcgi.NewWriter(&out)
-	if err := w.WriteRecord(fcgi.TypeStdout, 1, []byte("abc")); err != nil {
+	w := NewWriter(&out)
+	if err := w.WriteRecord(TypeStdout, 1, []byte("abc")); err != nil {
 		t.Fatal(err)
 	}
 	if out.Len() != 0 {
@@ -255,9 +253,9 @@ func TestWriteRawForwardsRecordsUnchanged(t *testing.T) {
 	// A record read with padding the writer would not choose (255 bytes)
 	// must be forwarded byte for byte.
 	in := concat(makeRecord(6, 3, []byte("abc"), 255), makeRecord(6, 3, nil, 0))
-	r := fcgi.NewReader(bytes.NewReader(in))
+	r := NewReader(bytes.NewReader(in))
 	var out bytes.Buffer
-	w := fcgi.NewWriter(&out)
+	w := NewWriter(&out)
 	for {
 		_, err := r.Next()
 		if err == io.EOF {
@@ -282,81 +280,16 @@ func (f failingWriter) Write([]byte) (int, error) { return 0, f.err }
 
 func TestWriterReportsStreamErrors(t *testing.T) {
 	boom := errors.New("boom")
-	w := fcgi.NewWriter(failingWriter{boom})
-	if err := w.WriteRecord(fcgi.TypeStdout, 1, []byte("x")); err != nil {
+	w := NewWriter(failingWriter{boom})
+	if err := w.WriteRecord(TypeStdout, 1, []byte("x")); err != nil {
 		t.Fatalf("buffered WriteRecord = %v, want nil", err)
 	}
 	if err := w.Flush(); !errors.Is(err, boom) {
 		t.Fatalf("Flush = %v, want %v", err, boom)
 	}
 	// The error sticks: a record that overflows the buffer reports it.
-	if err := w.WriteStream(fcgi.TypeStdout, 1, make([]byte, 100000)); !errors.Is(err, boom) {
+	if err := w.WriteStream(TypeStdout, 1, make([]byte, 100000)); !errors.Is(err, boom) {
 		t.Fatalf("WriteStream after a failed Flush = %v, want %v", err, boom)
-	}
-}
-
-func TestStreamWriter(t *testing.T) {
-	var out bytes.Buffer
-	w := fcgi.NewWriter(&out)
-	sw := fcgi.NewStreamWriter(w, fcgi.TypeStdout, 4)
-	var _ io.WriteCloser = sw
-
-	data := bytes.Repeat([]byte("0123456789"), 7000) // 70000 bytes
-	n, err := sw.Write(data)
-	if err != nil || n != len(data) {
-		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(data))
-	}
-	if n, err := sw.Write(nil); err != nil || n != 0 {
-		t.Fatalf("Write(nil) = %d, %v", n, err)
-	}
-	if _, err := io.WriteString(sw, "tail"); err != nil {
-		t.Fatal(err)
-	}
-	beforeClose := w.Buffered()
-	if err := sw.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if got := w.Buffered() - beforeClose; got != 8 {
-		t.Errorf("Close buffered %d bytes, want one empty record of 8", got)
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	recs := splitRecords(t, out.Bytes())
-	if len(recs) != 4 {
-		t.Fatalf("%d records, want 65528 + 4472 + 4 + the empty end record", len(recs))
-	}
-	var got []byte
-	for i, r := range recs {
-		if r.typ != byte(fcgi.TypeStdout) || r.id != 4 {
-			t.Errorf("record %d: type %d id %d", i, r.typ, r.id)
-		}
-		got = append(got, r.content...)
-	}
-	if len(recs[3].content) != 0 || len(recs[3].padding) != 0 {
-		t.Errorf("last record has %d content and %d padding bytes, want the empty end record", len(recs[3].content), len(recs[3].padding))
-	}
-	if want := append(data, "tail"...); !bytes.Equal(got, want) {
-		t.Error("stream content differs")
-	}
-}
-
-func TestStreamWriterDoesNotFlush(t *testing.T) {
-	var out bytes.Buffer
-	w := fcgi.NewWriter(&out)
-	sw := fcgi.NewStreamWriter(w, fcgi.TypeStderr, 1)
-	sw.Write([]byte("x"))
-	sw.Close()
-	if out.Len() != 0 {
-		t.Errorf("StreamWriter flushed %d bytes", out.Len())
-	}
-	w.Flush()
-	want := concat(
-		[]byte{1, 7, 0, 1, 0, 1, 7, 0, 'x', 0, 0, 0, 0, 0, 0, 0},
-		[]byte{1, 7, 0, 1, 0, 0, 0, 0},
-	)
-	if !bytes.Equal(out.Bytes(), want) {
-		t.Errorf("got % x, want % x", out.Bytes(), want)
 	}
 }
 
@@ -364,18 +297,18 @@ func TestStreamWriterDoesNotFlush(t *testing.T) {
 // reads back unchanged.
 func TestWriterReaderRoundTrip(t *testing.T) {
 	var out bytes.Buffer
-	w := fcgi.NewWriter(&out)
+	w := NewWriter(&out)
 	data := bytes.Repeat([]byte("abcdefghijk"), 20000)
-	w.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.RoleResponder, Flags: fcgi.FlagKeepConn})
-	w.WriteStream(fcgi.TypeStdin, 1, data)
-	w.EndStream(fcgi.TypeStdin, 1)
-	w.WriteEndRequest(1, fcgi.EndRequest{AppStatus: 5})
+	w.WriteBeginRequest(1, BeginRequest{Role: RoleResponder, Flags: FlagKeepConn})
+	w.WriteStream(TypeStdin, 1, data)
+	w.EndStream(TypeStdin, 1)
+	w.WriteEndRequest(1, EndRequest{AppStatus: 5})
 	if err := w.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	r := fcgi.NewReader(&out)
+	r := NewReader(&out)
 	var got []byte
-	var types []fcgi.RecordType
+	var types []RecordType
 	for {
 		h, err := r.Next()
 		if err == io.EOF {
@@ -385,14 +318,14 @@ func TestWriterReaderRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		types = append(types, h.Type)
-		if h.Type == fcgi.TypeStdin {
+		if h.Type == TypeStdin {
 			got = append(got, r.Content()...)
 		}
 	}
 	if !bytes.Equal(got, data) {
 		t.Error("STDIN differs after a round trip")
 	}
-	if types[0] != fcgi.TypeBeginRequest || types[len(types)-1] != fcgi.TypeEndRequest {
+	if types[0] != TypeBeginRequest || types[len(types)-1] != TypeEndRequest {
 		t.Errorf("types = %v", types)
 	}
 }

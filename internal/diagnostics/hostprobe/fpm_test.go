@@ -58,7 +58,7 @@ func TestFPMAnswersGetValues(t *testing.T) {
 	if h.Type != fcgi.TypeGetValuesResult || h.RequestID != 0 {
 		t.Fatalf("php-fpm answered GET_VALUES with %s for request %d", h.Type, h.RequestID)
 	}
-	pairs, err := fcgi.ParsePairs(r.Content())
+	pairs, err := pairsOf(r.Content())
 	if err != nil {
 		t.Fatal(err)
 	}

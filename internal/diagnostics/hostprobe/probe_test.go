@@ -429,7 +429,7 @@ func TestProbeAsksOnlyMPXSConns(t *testing.T) {
 			asked <- nil
 			return
 		}
-		pairs, _ := fcgi.ParsePairs(r.Content())
+		pairs, _ := pairsOf(r.Content())
 		asked <- pairs
 		w := fcgi.NewWriter(conn)
 		w.WriteRecord(fcgi.TypeGetValuesResult, 0, nil)
@@ -465,4 +465,14 @@ func TestProbeLineReadingHTTPServer(t *testing.T) {
 	if elapsed := time.Since(start); elapsed > DefaultTimeout {
 		t.Errorf("Probe(Go HTTP server) took %v", elapsed)
 	}
+}
+
+// pairsOf decodes the name-value pairs of a record.
+func pairsOf(b []byte) ([]fcgi.Pair, error) {
+	var pairs []fcgi.Pair
+	err := fcgi.ForEachPair(b, func(name, value []byte) bool {
+		pairs = append(pairs, fcgi.Pair{Name: string(name), Value: string(value)})
+		return true
+	})
+	return pairs, err
 }
