@@ -294,3 +294,46 @@ func TestSettingNamesRenameWhatAPersonReads(t *testing.T) {
 		t.Errorf("hints not renamed: %q", d.Hints)
 	}
 }
+
+// recordingSink keeps what it is handed.
+type recordingSink struct {
+	traces []*outcome.Trace
+	diags  []*Diagnosis
+}
+
+func (s *recordingSink) Record(t *outcome.Trace, d *Diagnosis) {
+	s.traces = append(s.traces, t)
+	s.diags = append(s.diags, d)
+}
+
+func TestExplainerHandsEverySinkTheDiagnosisTheClientGot(t *testing.T) {
+	a, b := &recordingSink{}, &recordingSink{}
+	e := &Explainer{Sinks: []Sink{a, b}}
+	tr := dialFailure("tcp", "127.0.0.1:9000", syscall.ECONNREFUSED)
+	tr.Accept = "application/json"
+	rep := e.Respond(tr)
+	e.Observe(tr)
+	if len(a.diags) != 1 || len(b.diags) != 1 || a.diags[0] == nil || a.diags[0] != b.diags[0] {
+		t.Fatalf("sinks got %v and %v, want the same one diagnosis", a.diags, b.diags)
+	}
+	if !strings.Contains(string(rep.CGI), `"cause": "`+a.diags[0].Cause.ID+`"`) {
+		t.Errorf("the reply names another cause than the sinks got:\n%s", rep.CGI)
+	}
+	// The diagnosis made for the reply is handed over once, not kept.
+	e.Observe(tr)
+	if a.diags[1] == a.diags[0] {
+		t.Error("a second Observe of the Trace got the first one's diagnosis again")
+	}
+	e.replied.Range(func(k, v any) bool {
+		t.Errorf("diagnosis of %v kept after Observe", k)
+		return true
+	})
+}
+
+func TestExplainerGivesNoDiagnosisToARequestThatWentWell(t *testing.T) {
+	s := &recordingSink{}
+	(&Explainer{Sinks: []Sink{s}}).Observe(&outcome.Trace{Status: 200})
+	if len(s.diags) != 1 || s.diags[0] != nil {
+		t.Errorf("sink got %v, want one nil diagnosis", s.diags)
+	}
+}

@@ -578,3 +578,104 @@ func TestIdleTimeoutAppliesAfterASlowKeptAliveResponse(t *testing.T) {
 		t.Errorf("after the idle timeout: read %v, want EOF from the relay", err)
 	}
 }
+
+// observerFunc is an Observer made of a function.
+type observerFunc func(*outcome.Trace)
+
+func (f observerFunc) Observe(t *outcome.Trace) { f(t) }
+
+// A request whose body ends after its response is finished by the
+// connection goroutine; explaining it must not hold up the next request on
+// the connection, and Shutdown must not return before it is recorded.
+func TestObserverRunsOffTheConnectionAndShutdownWaitsForIt(t *testing.T) {
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
+		// Answer as soon as the head is in, as php-fpm does for a
+		// missing script, without reading the body.
+		r := fcgi.NewReader(conn)
+		for {
+			h, err := r.Next()
+			if err != nil {
+				return
+			}
+			if h.Type == fcgi.TypeParams && h.ContentLength == 0 {
+				break
+			}
+		}
+		w := fcgi.NewWriter(conn)
+		w.WriteStream(fcgi.TypeStdout, 1, []byte("Status: 404 Not Found\r\n\r\nFile not found.\n"))
+		w.EndStream(fcgi.TypeStdout, 1)
+		w.WriteEndRequest(1, fcgi.EndRequest{})
+		w.Flush()
+	})
+	release := make(chan struct{})
+	var mu sync.Mutex
+	observed := 0
+	srv := &Server{Upstream: up, Observer: observerFunc(func(*outcome.Trace) {
+		<-release // an explanation that waits for php-fpm's log
+		mu.Lock()
+		observed++
+		mu.Unlock()
+	})}
+	addr := startProxy(t, srv)
+	conn, err := net.Dial(addr.Network, addr.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	w, r := fcgi.NewWriter(conn), fcgi.NewReader(conn)
+	send := func(body bool) {
+		w.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.RoleResponder, Flags: fcgi.FlagKeepConn})
+		w.WriteStream(fcgi.TypeParams, 1, fcgi.AppendPair(nil, "CONTENT_LENGTH", "4"))
+		w.EndStream(fcgi.TypeParams, 1)
+		if body {
+			w.WriteStream(fcgi.TypeStdin, 1, []byte("body"))
+			w.EndStream(fcgi.TypeStdin, 1)
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitEnd := func() {
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			h, err := r.Next()
+			if err != nil {
+				t.Fatalf("waiting for END_REQUEST: %v (is the connection held up by the Observer?)", err)
+			}
+			if h.Type == fcgi.TypeEndRequest {
+				return
+			}
+		}
+	}
+	send(false)
+	waitEnd()
+	// The body's end comes after the response: the connection goroutine
+	// finishes the request, and its Observer blocks.
+	w.WriteStream(fcgi.TypeStdin, 1, []byte("body"))
+	w.EndStream(fcgi.TypeStdin, 1)
+	w.Flush()
+	send(true)
+	waitEnd()
+
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn.Close()
+		shut <- srv.Shutdown(ctx)
+	}()
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) while an Observer still ran", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if observed != 2 {
+		t.Errorf("%d requests recorded when Shutdown returned, want 2", observed)
+	}
+}
