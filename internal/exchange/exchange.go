@@ -198,7 +198,6 @@ func (x *exchange) readResponse() error {
 		excerpt = DefaultStderrExcerpt
 	}
 	x.head.Limit = req.HeadLimit
-	var stdout int64
 	r := fcgi.NewReader(x.conn)
 	for {
 		if req.ReadTimeout > 0 {
@@ -210,7 +209,7 @@ func (x *exchange) readResponse() error {
 		}
 		t.UpstreamRecords++
 		if h.RequestID != requestID {
-			return &outcome.ProtocolError{Upstream: true, Reason: fmt.Sprintf("%s record for request %d, but request %d was sent", h.Type, h.RequestID, requestID)}
+			return outcome.UnexpectedRecordError(h, requestID)
 		}
 		content := r.Content()
 		switch h.Type {
@@ -218,11 +217,7 @@ func (x *exchange) readResponse() error {
 			if len(content) == 0 {
 				continue
 			}
-			if t.FirstByte.IsZero() {
-				t.FirstByte = time.Now()
-			}
-			stdout += int64(len(content))
-			t.UpstreamBytes = stdout
+			t.NoteStdout(len(content))
 			x.head.Feed(content)
 			if x.head.Ended() && t.Status == 0 {
 				t.Status, t.ContentType = x.head.Head().Status, x.head.Head().ContentType
@@ -233,10 +228,7 @@ func (x *exchange) readResponse() error {
 				}
 			}
 		case fcgi.TypeStderr:
-			if keep := excerpt - len(t.Stderr); keep > 0 {
-				t.Stderr = append(t.Stderr, content[:min(keep, len(content))]...)
-			}
-			t.StderrBytes += int64(len(content))
+			t.NoteStderr(content, excerpt)
 			if req.Stderr != nil && len(content) > 0 {
 				if _, err := req.Stderr.Write(content); err != nil {
 					return err
@@ -251,10 +243,10 @@ func (x *exchange) readResponse() error {
 			if req.Forwarded != nil && req.Forwarded() {
 				return nil
 			}
-			return outcome.EndError(end, x.head.Ended(), stdout)
+			return outcome.EndError(end, x.head.Ended(), t.UpstreamBytes)
 		case fcgi.TypeGetValuesResult, fcgi.TypeUnknownType:
 		default:
-			return &outcome.ProtocolError{Upstream: true, Reason: fmt.Sprintf("unexpected %s record from the upstream", h.Type)}
+			return outcome.UnexpectedRecordError(h, requestID)
 		}
 	}
 }

@@ -90,6 +90,15 @@ func (e *RejectedError) Error() string {
 	return "the upstream refused the request with END_REQUEST " + e.Status.String()
 }
 
+// UnexpectedRecordError is the ProtocolError of a record from the upstream
+// that has no place in the response to request sent.
+func UnexpectedRecordError(h fcgi.Header, sent uint16) error {
+	if h.RequestID != sent {
+		return &ProtocolError{Upstream: true, Reason: fmt.Sprintf("%s record for request %d, but request %d was sent", h.Type, h.RequestID, sent)}
+	}
+	return &ProtocolError{Upstream: true, Reason: fmt.Sprintf("unexpected %s record from the upstream", h.Type)}
+}
+
 // UpstreamReadError names the error of a failed read from the upstream: a
 // stream that is not FastCGI stays what it is, a deadline that passed is a
 // ReadTimeoutError when readTimeout is set, anything else is a connection

@@ -147,6 +147,26 @@ func since(a, b time.Time) time.Duration {
 	return b.Sub(a)
 }
 
+// NoteStdout counts n bytes of STDOUT content from the upstream, and
+// reports whether they are the first, whose arrival it notes.
+func (t *Trace) NoteStdout(n int) (first bool) {
+	first = t.FirstByte.IsZero()
+	if first {
+		t.FirstByte = time.Now()
+	}
+	t.UpstreamBytes += int64(n)
+	return first
+}
+
+// NoteStderr keeps the start of the upstream's FCGI_STDERR, up to limit
+// bytes, and counts all of it.
+func (t *Trace) NoteStderr(p []byte, limit int) {
+	if keep := limit - len(t.Stderr); keep > 0 {
+		t.Stderr = append(t.Stderr, p[:min(keep, len(p))]...)
+	}
+	t.StderrBytes += int64(len(p))
+}
+
 // NoteParam keeps the value of a param the Trace records, and reports
 // whether name is one of them. HTTP_X_REQUEST_ID is taken only when the web
 // server sent no REQUEST_ID. Callers on a hot path (the relay) gather the

@@ -54,7 +54,7 @@ func (q *request) relayResponse() {
 		}
 		t.UpstreamRecords++
 		if h.RequestID != q.id {
-			r.fail(&outcome.ProtocolError{Upstream: true, Reason: fmt.Sprintf("%s record for request %d, but request %d was sent", h.Type, h.RequestID, q.id)})
+			r.fail(outcome.UnexpectedRecordError(h, q.id))
 			return
 		}
 		content := ur.Content()
@@ -63,25 +63,18 @@ func (q *request) relayResponse() {
 			if len(content) == 0 {
 				break
 			}
-			if t.FirstByte.IsZero() {
-				t.FirstByte = time.Now()
-				if srv.ServerTiming {
-					if err := r.forward(serverTimingRecord(q.id, t), false); err != nil {
-						r.downstreamFailed(err)
-						return
-					}
+			if t.NoteStdout(len(content)) && srv.ServerTiming {
+				if err := r.forward(serverTimingRecord(q.id, t), false); err != nil {
+					r.downstreamFailed(err)
+					return
 				}
 			}
-			t.UpstreamBytes += int64(len(content))
 			r.head.Feed(content)
 			if r.head.Ended() && t.Status == 0 {
 				t.Status, t.ContentType = r.head.Head().Status, r.head.Head().ContentType
 			}
 		case fcgi.TypeStderr:
-			if keep := srv.stderrExcerpt() - len(t.Stderr); keep > 0 {
-				t.Stderr = append(t.Stderr, content[:min(keep, len(content))]...)
-			}
-			t.StderrBytes += int64(len(content))
+			t.NoteStderr(content, srv.stderrExcerpt())
 		case fcgi.TypeEndRequest:
 			end, err := fcgi.ParseEndRequest(content)
 			if err != nil {
@@ -108,7 +101,7 @@ func (q *request) relayResponse() {
 		case fcgi.TypeGetValuesResult, fcgi.TypeUnknownType:
 			continue
 		default:
-			r.fail(&outcome.ProtocolError{Upstream: true, Reason: fmt.Sprintf("unexpected %s record from the upstream", h.Type)})
+			r.fail(outcome.UnexpectedRecordError(h, q.id))
 			return
 		}
 		if r.holding && r.head.Done() && !r.head.Ended() {
