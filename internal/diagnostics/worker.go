@@ -66,6 +66,11 @@ func (c *Classifier) workerGoneByTiming(t *outcome.Trace, d *Diagnosis, how stri
 	return true
 }
 
+// deathLineSettle is how long after the first line about a dead worker the
+// classifier waits for a later one: php-fpm writes them within milliseconds
+// of the death.
+const deathLineSettle = 50 * time.Millisecond
+
 // fromLog explains a dead worker from php-fpm's own error log: the
 // "execution timed out" line names the script, the "exited on signal" line
 // the signal. It reports whether the log had the answer.
@@ -80,11 +85,20 @@ func (c *Classifier) fromLog(t *outcome.Trace, d *Diagnosis, how string, elapsed
 	// Only lines that arrived after the request reached php-fpm can be
 	// about it; php-fpm's own timestamps have whole seconds.
 	since := t.DialStart
-	timedOut, haveTimedOut := c.Log.Find(since, 0, func(e fpm.Event) bool {
-		return e.Kind == fpm.EventTimedOut && e.Script == t.Script
-	})
-	exit, haveExit := c.Log.Find(since, wait, func(e fpm.Event) bool {
-		return (e.Kind == fpm.EventSignal || e.Kind == fpm.EventExit) && (!haveTimedOut || e.Pid == timedOut.Pid)
+	isTimedOut := func(e fpm.Event) bool { return e.Kind == fpm.EventTimedOut && e.Script == t.Script }
+	isDeath := func(e fpm.Event) bool { return e.Kind == fpm.EventSignal || e.Kind == fpm.EventExit }
+	if _, ok := c.Log.Find(since, wait, func(e fpm.Event) bool { return isTimedOut(e) || isDeath(e) }); !ok {
+		return false
+	}
+	// php-fpm logs a worker's death a moment after it happens, so the
+	// line about a worker that died just before this request's can arrive
+	// during it: give this one's line the time to come too, and go by the
+	// latest. A worker killed for its timeout has its "timed out" line
+	// before its death line, so both are in by then.
+	time.Sleep(deathLineSettle)
+	timedOut, haveTimedOut := c.Log.Find(since, 0, isTimedOut)
+	exit, haveExit := c.Log.Find(since, 0, func(e fpm.Event) bool {
+		return isDeath(e) && (!haveTimedOut || e.Pid == timedOut.Pid)
 	})
 	if !haveTimedOut && !haveExit {
 		return false
