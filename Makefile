@@ -29,7 +29,7 @@ demo: build
 # the relay's Go benchmarks. Prints ratio tables; raw numbers go to
 # bench-results/. Tune with BENCH_ROUNDS, BENCH_DURATION, BENCH_CONNS.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./fcgi/ ./proxy/
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/fcgi/ ./internal/proxy/ ./internal/cgi/
 	FCGISCOPE_BENCH=1 $(GO) test -count=1 -timeout 60m -run 'TestNginxLoadRatios|TestFastCGILoadRatios|TestIdleKeptAlive|TestStreamingOneGiB' -v ./benchmarks/ | grep -v '^    suite_test.go'
 
 # Runs every fuzz target for FUZZTIME (default 10s) each.
