@@ -153,3 +153,36 @@ func BenchmarkScannerOneRecord(b *testing.B) {
 		s.Feed(rec)
 	}
 }
+
+// FuzzScanner feeds a response in two pieces split anywhere: the Scanner
+// must agree with ParseHead on the whole, and find the same body.
+func FuzzScanner(f *testing.F) {
+	f.Add([]byte("Status: 404 Not Found\r\nContent-Type: text/html\r\n\r\nbody"), 7)
+	f.Add([]byte("Location: /x\n\n"), 3)
+	f.Add([]byte("\r\nonly a body"), 1)
+	f.Add([]byte("X: y\r\n"), 2)
+	f.Fuzz(func(t *testing.T, resp []byte, split int) {
+		if len(resp) == 0 {
+			return
+		}
+		split = (split%len(resp) + len(resp)) % len(resp)
+		s := Scanner{Limit: 1024}
+		body := append([]byte(nil), s.Feed(resp[:split])...)
+		body = append(body, s.Feed(resp[split:])...)
+		end, start := HeadEnd(resp, 0)
+		if end < 0 || end > 1024 {
+			if s.Ended() || len(body) != 0 {
+				t.Fatalf("no head within the limit, yet ended %v with body %q", s.Ended(), body)
+			}
+			return
+		}
+		want := ParseHead(resp[:end])
+		h := s.Head()
+		if !s.Ended() || h.Status != want.Status || h.BadStatus != want.BadStatus || h.ContentType != want.ContentType || h.Streaming != want.Streaming || h.Len != end {
+			t.Fatalf("scanner %+v ended %v, ParseHead %+v", h, s.Ended(), want)
+		}
+		if string(body) != string(resp[start:]) {
+			t.Fatalf("body %q, want %q", body, resp[start:])
+		}
+	})
+}
