@@ -46,7 +46,9 @@ type Responder interface {
 }
 
 // An Observer receives every finished request. Observe is called once per
-// request, from the relay's goroutines, and must not keep t after it returns.
+// request, never on the goroutine that reads the web server's connection,
+// may take its time, and must not keep t after it returns. Shutdown waits
+// for the calls in progress.
 type Observer interface {
 	Observe(t *outcome.Trace)
 }
