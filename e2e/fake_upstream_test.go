@@ -2,12 +2,15 @@ package e2e
 
 import (
 	"bytes"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/fcgitest"
+	"github.com/fcgiscope/fcgiscope/internal/testbed"
 )
 
 // fakeFastCGI serves FastCGI on a unix socket: it reads each request whole
@@ -55,6 +58,16 @@ func TestUpstreamsThatBreakTheProtocol(t *testing.T) {
 			w.WriteStream(fcgi.TypeStderr, id, []byte("starting\n"))
 			w.WriteRaw([]byte("\x07garbage-garbage"))
 		}, "upstream_protocol_error", 502, "version"},
+		{"a header line nginx refuses", func(w *fcgi.Writer, id uint16) {
+			w.WriteStream(fcgi.TypeStdout, id, []byte("Hello world\r\nContent-Type: text/html\r\n\r\nbody"))
+			w.EndStream(fcgi.TypeStdout, id)
+			w.WriteEndRequest(id, fcgi.EndRequest{})
+		}, "upstream_invalid_header", 502, `"Hello world"`},
+		{"a Status without a status", func(w *fcgi.Writer, id uint16) {
+			w.WriteStream(fcgi.TypeStdout, id, []byte("Status: OK\r\n\r\nbody"))
+			w.EndStream(fcgi.TypeStdout, id)
+			w.WriteEndRequest(id, fcgi.EndRequest{})
+		}, "upstream_invalid_header", 502, `"Status: OK"`},
 		{"wrong request id", func(w *fcgi.Writer, id uint16) {
 			w.WriteStream(fcgi.TypeStdout, id+1, []byte("Status: 200\r\n\r\nsomeone else's page"))
 		}, "upstream_protocol_error", 502, "request"},
@@ -67,5 +80,53 @@ func TestUpstreamsThatBreakTheProtocol(t *testing.T) {
 				t.Errorf("detail %q does not mention %q", e.problem.Detail, tt.detail)
 			}
 		})
+	}
+}
+
+// The heads fcgiscope calls invalid are the ones nginx itself refuses, and
+// the odd ones nginx takes pass through fcgiscope untouched: checked
+// against nginx with nothing between it and the upstream.
+func TestInvalidHeaderLinesAreTheOnesNginxRefuses(t *testing.T) {
+	testbed.RequireNginx(t)
+	for _, tt := range []struct {
+		head    string
+		refused bool
+	}{
+		{"Hello world\r\nContent-Type: text/html\r\n", true},
+		{"Status: OK\r\n", true},
+		{"X-Broken: a\rb\r\n", true},
+		{"NoColonAtAll\r\nContent-Type: text/html\r\n", false},
+		{"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n", false},
+		{"X_Under_Score: ok\r\nContent-Type: text/html\r\n", false},
+	} {
+		up := fakeFastCGI(t, func(w *fcgi.Writer, id uint16) {
+			w.WriteStream(fcgi.TypeStdout, id, []byte(tt.head+"\r\nthe body"))
+			w.EndStream(fcgi.TypeStdout, id)
+			w.WriteEndRequest(id, fcgi.EndRequest{})
+		})
+		direct := testbed.StartNginx(t, testbed.NginxConfig{FastCGIPass: up})
+		resp, err := http.Get(direct.URL + "/hello.php")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if nginxRefused := resp.StatusCode == 502; nginxRefused != tt.refused {
+			t.Errorf("%q: nginx alone answered %d; the test expects it to refuse: %v", tt.head, resp.StatusCode, tt.refused)
+			continue
+		}
+		s := startFailStack(t, "tcp", up)
+		resp, err = http.Get(s.nginx.URL + "/hello.php")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cause := resp.Header.Get("X-Fcgiscope-Cause")
+		switch {
+		case tt.refused && (resp.StatusCode != 502 || cause != "upstream_invalid_header"):
+			t.Errorf("%q: through fcgiscope %d %q, want 502 upstream_invalid_header", tt.head, resp.StatusCode, cause)
+		case !tt.refused && (resp.StatusCode != 200 || cause != "" || string(body) != "the body"):
+			t.Errorf("%q: through fcgiscope %d %q %q, want it passed through as nginx takes it", tt.head, resp.StatusCode, cause, body)
+		}
 	}
 }

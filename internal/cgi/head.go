@@ -7,6 +7,7 @@ package cgi
 
 import (
 	"bytes"
+	"fmt"
 )
 
 // DefaultLimit bounds a head when Scanner.Limit is 0. nginx's own limit
@@ -22,6 +23,11 @@ type Head struct {
 	// BadStatus is the value of a Status header that holds no status;
 	// Status is then worked out as if it were absent.
 	BadStatus string
+	// Rejected is the first header line nginx refuses ("upstream sent
+	// invalid header"), as it came but for its line end, and RejectedWhy
+	// what is wrong with it.
+	// A Status without a status is one of them.
+	Rejected, RejectedWhy string
 	// ContentType is the Content-Type header.
 	ContentType string
 	// Streaming is set when the response asked not to be buffered:
@@ -108,7 +114,11 @@ func (h *Head) parse(head []byte, keep bool) {
 	for len(head) > 0 {
 		var line []byte
 		line, head, _ = bytes.Cut(head, []byte{'\n'})
+		why := nginxRefuses(line)
 		line = bytes.TrimRight(line, "\r")
+		if why != "" && h.Rejected == "" {
+			h.Rejected, h.RejectedWhy = string(line), why
+		}
 		name, value, ok := bytes.Cut(line, []byte{':'})
 		if !ok {
 			continue
@@ -123,6 +133,9 @@ func (h *Head) parse(head []byte, keep bool) {
 				h.Status, sawStatus = code, true
 			} else {
 				h.BadStatus = string(value)
+				if h.Rejected == "" {
+					h.Rejected, h.RejectedWhy = string(line), "its Status does not start with a three-digit status code"
+				}
 			}
 		case asciiEqualFold(name, "Location"):
 			sawLocation = len(value) > 0
@@ -141,6 +154,51 @@ func (h *Head) parse(head []byte, keep bool) {
 		// A CGI redirect without Status is a 302, as nginx sends it.
 		h.Status = 302
 	}
+}
+
+// nginxRefuses says why nginx's header parser would refuse line (without
+// its LF), or "" when it takes it: nginx 1.22's ngx_http_parse_header_line
+// refuses a control character, a space or DEL in a name or at the start of
+// a line, a line that starts with ':', a NUL byte in a value, and a CR that
+// is not followed by the end of the line. It skips the "HTTP/1.1 200 OK"
+// lines IIS sends, and takes a line without a colon as a header without a
+// value.
+func nginxRefuses(line []byte) string {
+	if bytes.HasPrefix(line, []byte("HTTP/")) {
+		return ""
+	}
+	line = bytes.TrimRight(line, "\r")
+	if len(line) == 0 {
+		return ""
+	}
+	if bytes.IndexByte(line, '\r') >= 0 {
+		return "a CR inside the line"
+	}
+	if c := line[0]; c <= ' ' || c == 0x7f || c == ':' {
+		return "the line starts with " + describeByte(c)
+	}
+	name, value, _ := bytes.Cut(line, []byte{':'})
+	for _, c := range name {
+		if c <= ' ' || c == 0x7f {
+			return describeByte(c) + " in the header name (or no colon after it)"
+		}
+	}
+	if bytes.IndexByte(value, 0) >= 0 {
+		return "a NUL byte in the value"
+	}
+	return ""
+}
+
+func describeByte(c byte) string {
+	switch c {
+	case ' ':
+		return "a space"
+	case '\t':
+		return "a tab"
+	case ':':
+		return "a colon"
+	}
+	return fmt.Sprintf("the control character %q", rune(c))
 }
 
 // Scanner finds the head of a CGI response in a STDOUT stream that may be

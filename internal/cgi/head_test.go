@@ -29,6 +29,30 @@ func TestStatusFollowsNginx(t *testing.T) {
 	}
 }
 
+func TestHeadNamesTheLineNginxRefuses(t *testing.T) {
+	tests := []struct {
+		head, rejected, why string
+	}{
+		{"Content-Type: text/html\r\nX_Under: ok\r\nWeird(name): ok\r\n", "", ""},
+		{"HTTP/1.1 200 OK\r\nX: y\r\n", "", ""}, // skipped by nginx, as IIS sends it
+		{"NoColonAtAll\r\n", "", ""},            // a header without a value to nginx
+		{"X: y\r\r\n", "", ""},                  // CRs before the LF are fine
+		{"Hello world\r\nX: y\r\n", "Hello world", "a space in the header name (or no colon after it)"},
+		{" X: y\n", " X: y", "the line starts with a space"},
+		{"X: y\r\n: z\r\n", ": z", "the line starts with a colon"},
+		{"X: a\x00b\r\n", "X: a\x00b", "a NUL byte in the value"},
+		{"X: a\rb\r\n", "X: a\rb", "a CR inside the line"},
+		{"Bad\x01Name: v\r\n", "Bad\x01Name: v", "the control character '\\x01' in the header name (or no colon after it)"},
+		{"Status: two hundred\r\n", "Status: two hundred", "its Status does not start with a three-digit status code"},
+	}
+	for _, tt := range tests {
+		h := ParseHead([]byte(tt.head))
+		if h.Rejected != tt.rejected || h.RejectedWhy != tt.why {
+			t.Errorf("%q: rejected %q (%s), want %q (%s)", tt.head, h.Rejected, h.RejectedWhy, tt.rejected, tt.why)
+		}
+	}
+}
+
 func TestScannerFindsTheHeadAcrossRecordBoundaries(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -178,7 +202,7 @@ func FuzzScanner(f *testing.F) {
 		}
 		want := ParseHead(resp[:end])
 		h := s.Head()
-		if !s.Ended() || h.Status != want.Status || h.BadStatus != want.BadStatus || h.ContentType != want.ContentType || h.Streaming != want.Streaming || h.Len != end {
+		if !s.Ended() || h.Status != want.Status || h.BadStatus != want.BadStatus || h.Rejected != want.Rejected || h.ContentType != want.ContentType || h.Streaming != want.Streaming || h.Len != end {
 			t.Fatalf("scanner %+v ended %v, ParseHead %+v", h, s.Ended(), want)
 		}
 		if string(body) != string(resp[start:]) {

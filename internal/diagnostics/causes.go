@@ -68,6 +68,10 @@ var (
 		Title:   "The upstream sent malformed FastCGI",
 		Meaning: "malformed FastCGI: bad records, no STDOUT, CGI headers that never end",
 		Fix:     "check what sits at the address"}
+	CauseInvalidHeader = &Cause{ID: "upstream_invalid_header", Status: 502,
+		Title:   "php-fpm sent a header line nginx refuses",
+		Meaning: "a CGI header line nginx rejects as invalid (a space or control character in a name, a NUL byte, a stray CR, a Status that is not three digits); the evidence quotes the line",
+		Fix:     "find what the script prints into its headers: output before header(), a header value with a line break"}
 	CauseOverloaded = &Cause{ID: "upstream_overloaded", Status: 503,
 		Title:   "php-fpm refused the request as overloaded",
 		Meaning: "END_REQUEST with OVERLOADED, CANT_MPX_CONN or UNKNOWN_ROLE",
@@ -138,7 +142,7 @@ var (
 var Causes = []*Cause{
 	CauseRefused, CauseSocketMissing, CauseSocketStale, CausePermissionDenied,
 	CauseBacklogFull, CauseConnectTimeout, CauseDNSFailed, CauseNotFastCGI,
-	CauseProtocolError, CauseOverloaded, CauseWorkerTimeout, CauseWorkerCrashed,
+	CauseProtocolError, CauseInvalidHeader, CauseOverloaded, CauseWorkerTimeout, CauseWorkerCrashed,
 	CauseWorkerDied, CauseReadTimeout, CauseQueueTimeout, CauseClientAborted,
 	CauseRequestTooLarge, CauseDownstreamInvalid, CauseShutdown, CauseUnexplained,
 	CauseScriptNotFound, CauseScriptDenied, CausePHPFatal, CauseMemory,

@@ -89,6 +89,7 @@ func (c *Classifier) failure(t *outcome.Trace) *Diagnosis {
 	var paramsErr *outcome.ParamsTimeoutError
 	var readErr *outcome.ReadTimeoutError
 	var headErr *outcome.HeadTooLongError
+	var invalidErr *outcome.InvalidHeaderError
 	switch {
 	case errors.Is(err, outcome.ErrClientAborted):
 		d.Cause = CauseClientAborted
@@ -144,6 +145,12 @@ func (c *Classifier) failure(t *outcome.Trace) *Diagnosis {
 		d.Cause = CauseOverloaded
 		d.Detail = fmt.Sprintf("%s ended the request with END_REQUEST status %s before sending a response.", up, rejected.Status)
 		d.Hints = []string{"The application is refusing work: give it more workers, or send less traffic its way."}
+	case errors.As(err, &invalidErr):
+		d.Cause = CauseInvalidHeader
+		line := quoteBounded(invalidErr.Line, 200)
+		ev["header_line"] = line
+		d.Detail = fmt.Sprintf("%s sent a CGI header line that nginx refuses with \"upstream sent invalid header\" and a bare 502: %s, in %s.", up, invalidErr.Why, line)
+		d.Hints = []string{"Look for what the script prints while its headers are still being sent: an echo, a var_dump or a PHP notice before header() or session_start(), a blank line or BOM before <?php, or a header() value that holds a line break or a NUL byte."}
 	case errors.As(err, &headErr):
 		d.Cause = CauseProtocolError
 		d.Detail = fmt.Sprintf("%s sent CGI headers that did not end within %d bytes (FCGISCOPE_MAX_HEADER_BYTES): it is not sending a CGI response, or its headers are far larger than any web server accepts.", up, headErr.Limit)

@@ -63,3 +63,12 @@ func scriptName(t *outcome.Trace) string {
 	}
 	return "the script"
 }
+
+// quoteBounded quotes s for a page or a log line, escaping what is not
+// printable, and cuts it after max bytes.
+func quoteBounded(s string, max int) string {
+	if len(s) > max {
+		return strconv.Quote(s[:max]) + fmt.Sprintf(" (and %d bytes more)", len(s)-max)
+	}
+	return strconv.Quote(s)
+}

@@ -220,7 +220,12 @@ func (x *exchange) readResponse() error {
 			t.NoteStdout(len(content))
 			x.head.Feed(content)
 			if x.head.Ended() && t.Status == 0 {
-				t.Status, t.ContentType = x.head.Head().Status, x.head.Head().ContentType
+				h := x.head.Head()
+				t.Status, t.ContentType = h.Status, h.ContentType
+				if h.Rejected != "" && (req.Forwarded == nil || !req.Forwarded()) {
+					// nginx would refuse it; so does the exchange.
+					return &outcome.InvalidHeaderError{Line: h.Rejected, Why: h.RejectedWhy}
+				}
 			}
 			if req.Stdout != nil {
 				if _, err := req.Stdout.Write(content); err != nil {

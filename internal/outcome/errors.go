@@ -135,6 +135,17 @@ func EndError(end fcgi.EndRequest, headEnded bool, stdout int64) error {
 	return &ProtocolError{Upstream: true, Reason: fmt.Sprintf("the response ended after %d STDOUT bytes without the blank line that ends the CGI headers", stdout)}
 }
 
+// InvalidHeaderError means the upstream's CGI head holds a line nginx
+// refuses ("upstream sent invalid header"): Line is the line, Why what is
+// wrong with it.
+type InvalidHeaderError struct {
+	Line, Why string
+}
+
+func (e *InvalidHeaderError) Error() string {
+	return fmt.Sprintf("upstream sent a CGI header line nginx refuses (%s): %q", e.Why, e.Line)
+}
+
 // HeadTooLongError means the upstream's CGI headers did not end within
 // Limit bytes: an upstream that is not sending a CGI response, or one whose
 // headers nothing downstream would accept.

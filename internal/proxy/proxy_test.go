@@ -679,3 +679,32 @@ func TestObserverRunsOffTheConnectionAndShutdownWaitsForIt(t *testing.T) {
 		t.Errorf("%d requests recorded when Shutdown returned, want 2", observed)
 	}
 }
+
+// A header line nginx would refuse with a bare 502 is answered with an
+// explanation that quotes it, whether the start of the response is held
+// back or not; the response's own first bytes never reach nginx.
+func TestHeaderLineNginxRefusesIsExplained(t *testing.T) {
+	for _, hold := range []int{0, 65536} {
+		obs := newTraces()
+		up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
+			id, _, _, err := fcgitest.ReadRequest(fcgi.NewReader(conn))
+			if err != nil {
+				return
+			}
+			w := fcgi.NewWriter(conn)
+			w.WriteStream(fcgi.TypeStdout, id, []byte("Debug output here\r\nContent-Type: text/html\r\n\r\nbody"))
+			w.EndStream(fcgi.TypeStdout, id)
+			w.WriteEndRequest(id, fcgi.EndRequest{})
+			w.Flush()
+		})
+		addr := startProxy(t, &Server{Upstream: up, Observer: obs, HoldBytes: hold})
+		resp, err := fcgitest.Do(context.Background(), addr, newReq())
+		if err != nil || !bytes.HasPrefix(resp.Stdout, []byte("Status: 502")) || bytes.Contains(resp.Stdout, []byte("text/html")) {
+			t.Fatalf("hold %d: want a replacement 502, got %v %q", hold, err, resp.Stdout)
+		}
+		var ie *outcome.InvalidHeaderError
+		if tr := obs.next(t); !errors.As(tr.Err, &ie) || ie.Line != "Debug output here" || !tr.Replaced {
+			t.Errorf("hold %d: trace error %v, replaced %v", hold, tr.Err, tr.Replaced)
+		}
+	}
+}

@@ -71,7 +71,14 @@ func (q *request) relayResponse() {
 			}
 			r.head.Feed(content)
 			if r.head.Ended() && t.Status == 0 {
-				t.Status, t.ContentType = r.head.Head().Status, r.head.Head().ContentType
+				h := r.head.Head()
+				t.Status, t.ContentType = h.Status, h.ContentType
+				if h.Rejected != "" && r.forwardedStdout == 0 {
+					// nginx would answer a bare 502 "upstream sent
+					// invalid header"; an explanation is better.
+					r.fail(&outcome.InvalidHeaderError{Line: h.Rejected, Why: h.RejectedWhy})
+					return
+				}
 			}
 		case fcgi.TypeStderr:
 			t.NoteStderr(content, srv.stderrExcerpt())
