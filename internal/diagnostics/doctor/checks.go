@@ -11,13 +11,14 @@ import (
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/nginxconf"
 )
 
 // poolsOf returns the pools a pass sends requests to. When no target
 // matches a pool and the configuration has exactly one, that one is meant:
 // a broken fastcgi_pass is reported on its own, and the pool's timeouts
 // still matter once it is fixed.
-func (c *checkup) poolsOf(p *pass) (pools []*fpm.Pool, assumed bool) {
+func (c *checkup) poolsOf(p *nginxconf.Pass) (pools []*fpm.Pool, assumed bool) {
 	for _, t := range c.targets {
 		if t.pool == nil {
 			continue
@@ -49,52 +50,52 @@ func (c *checkup) checkScriptFilename() {
 	if c.ngx == nil {
 		return
 	}
-	seen := map[*ndir]bool{}
-	for _, p := range c.ngx.passes {
-		if seen[p.location] {
+	seen := map[*nginxconf.Directive]bool{}
+	for _, p := range c.ngx.Passes {
+		if seen[p.Location] {
 			continue
 		}
-		seen[p.location] = true
-		if _, ok := p.param("SCRIPT_FILENAME"); ok {
+		seen[p.Location] = true
+		if _, ok := p.Param("SCRIPT_FILENAME"); ok {
 			continue
 		}
 		f := Finding{ID: "script_filename", Severity: SeverityError,
-			Title:  fmt.Sprintf("%s sends no SCRIPT_FILENAME to php-fpm", describeLocation(p.location)),
-			Nginx:  []*Location{p.location.loc(), p.dir.loc()},
+			Title:  fmt.Sprintf("%s sends no SCRIPT_FILENAME to php-fpm", describeLocation(p.Location)),
+			Nginx:  []*Location{locOf(p.Location), locOf(p.Dir)},
 			Impact: "php-fpm cannot tell which script to run: it answers every request with 404 \"File not found.\" and logs \"Primary script unknown\" (fcgiscope: script_not_found).",
 			Cause:  "script_not_found",
 		}
-		var include *ndir
+		var include *nginxconf.Directive
 		files := map[string]bool{}
-		for _, fp := range p.params {
-			files[fp.dir.file] = true
-			if fp.dir.via != nil && filepath.Base(fp.dir.file) == "fastcgi_params" {
-				include = fp.dir.via
+		for _, fp := range p.Params {
+			files[fp.Dir.File] = true
+			if fp.Dir.Via != nil && filepath.Base(fp.Dir.File) == "fastcgi_params" {
+				include = fp.Dir.Via
 			}
 		}
 		switch {
-		case p.paramsAt == nil:
+		case p.ParamsAt == nil:
 			f.Detail = "No fastcgi_param reaches this location, from itself or from the server and http blocks around it."
-			f.Fix = fmt.Sprintf("In the location at %s:%d add\n    include fastcgi.conf;\n(it sets SCRIPT_FILENAME $document_root$fastcgi_script_name and the other CGI params), or on Debian\n    include snippets/fastcgi-php.conf;", p.location.file, p.location.line)
+			f.Fix = fmt.Sprintf("In the location at %s:%d add\n    include fastcgi.conf;\n(it sets SCRIPT_FILENAME $document_root$fastcgi_script_name and the other CGI params), or on Debian\n    include snippets/fastcgi-php.conf;", p.Location.File, p.Location.Line)
 		case include != nil:
-			f.Detail = fmt.Sprintf("The fastcgi_param lines in effect come from %s, included at %s:%d. Debian's fastcgi_params does not set SCRIPT_FILENAME; fastcgi.conf is the same list with it.", include.arg(0), include.file, include.line)
-			f.Nginx = append(f.Nginx, include.loc())
-			f.Fix = fmt.Sprintf("In %s:%d replace\n    include %s;\nwith\n    include fastcgi.conf;\nor add after it\n    fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;", include.file, include.line, include.arg(0))
+			f.Detail = fmt.Sprintf("The fastcgi_param lines in effect come from %s, included at %s:%d. Debian's fastcgi_params does not set SCRIPT_FILENAME; fastcgi.conf is the same list with it.", include.Arg(0), include.File, include.Line)
+			f.Nginx = append(f.Nginx, locOf(include))
+			f.Fix = fmt.Sprintf("In %s:%d replace\n    include %s;\nwith\n    include fastcgi.conf;\nor add after it\n    fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;", include.File, include.Line, include.Arg(0))
 		default:
-			f.Detail = fmt.Sprintf("The fastcgi_param lines in effect are those of %s (%s:%d); none of them is SCRIPT_FILENAME.", describeLocation(p.paramsAt), p.paramsAt.file, p.paramsAt.line)
-			f.Fix = fmt.Sprintf("In the block at %s:%d, next to its other fastcgi_param lines (a location with a fastcgi_param of its own inherits none), add\n    fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;", p.paramsAt.file, p.paramsAt.line)
+			f.Detail = fmt.Sprintf("The fastcgi_param lines in effect are those of %s (%s:%d); none of them is SCRIPT_FILENAME.", describeLocation(p.ParamsAt), p.ParamsAt.File, p.ParamsAt.Line)
+			f.Fix = fmt.Sprintf("In the block at %s:%d, next to its other fastcgi_param lines (a location with a fastcgi_param of its own inherits none), add\n    fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;", p.ParamsAt.File, p.ParamsAt.Line)
 		}
 		c.add(f)
 	}
 }
 
-func describeLocation(d *ndir) string {
+func describeLocation(d *nginxconf.Directive) string {
 	if d == nil {
 		return "the block"
 	}
-	s := d.name
-	if len(d.args) > 0 {
-		s += " " + strings.Join(d.args, " ")
+	s := d.Name
+	if len(d.Args) > 0 {
+		s += " " + strings.Join(d.Args, " ")
 	}
 	return s
 }
@@ -114,10 +115,10 @@ func (c *checkup) checkTimeouts() {
 		return
 	}
 	seen := map[string]bool{}
-	for _, p := range c.ngx.passes {
+	for _, p := range c.ngx.Passes {
 		pools, _ := c.poolsOf(p)
 		for _, pool := range pools {
-			key := fmt.Sprintf("%p/%v/%p", pool, p.readTimeout, p.readDir)
+			key := fmt.Sprintf("%p/%v/%p", pool, p.ReadTimeout.Value, p.ReadTimeout.Dir)
 			if seen[key] {
 				continue
 			}
@@ -127,11 +128,11 @@ func (c *checkup) checkTimeouts() {
 	}
 }
 
-func (c *checkup) timeoutOrder(p *pass, pool *fpm.Pool) {
-	nginxT := p.readTimeout
-	readLoc := p.readDir.loc()
+func (c *checkup) timeoutOrder(p *nginxconf.Pass, pool *fpm.Pool) {
+	nginxT := p.ReadTimeout.Value
+	readLoc := locOf(p.ReadTimeout.Dir)
 	if readLoc == nil {
-		readLoc = &Location{File: p.dir.file, Line: p.dir.line, Text: fmt.Sprintf("fastcgi_read_timeout %s; (nginx's default, set nowhere)", fmtDur(nginxT))}
+		readLoc = &Location{File: p.Dir.File, Line: p.Dir.Line, Text: fmt.Sprintf("fastcgi_read_timeout %s; (nginx's default, set nowhere)", fmtDur(nginxT))}
 	}
 	term := pool.RequestTerminateTimeout
 	termSetting := pool.Settings["request_terminate_timeout"]
@@ -210,50 +211,50 @@ func (c *checkup) checkKeepalive() {
 	if c.ngx == nil {
 		return
 	}
-	seen := map[*ndir]bool{}
-	for _, p := range c.ngx.passes {
-		u := c.ngx.upstream(p.dir.arg(0))
+	seen := map[*nginxconf.Directive]bool{}
+	for _, p := range c.ngx.Passes {
+		u := c.ngx.Upstream(p.Dir.Arg(0))
 		switch {
-		case u != nil && u.keepalive > 0 && !p.keepConn:
-			if seen[p.location] {
+		case u != nil && u.Keepalive > 0 && !p.KeepConn.Value:
+			if seen[p.Location] {
 				continue
 			}
-			seen[p.location] = true
+			seen[p.Location] = true
 			c.add(Finding{ID: "keepalive_pitfalls", Severity: SeverityInfo,
-				Title:  fmt.Sprintf("keepalive %d in upstream %s does nothing for %s", u.keepalive, u.name, describeLocation(p.location)),
+				Title:  fmt.Sprintf("keepalive %d in upstream %s does nothing for %s", u.Keepalive, u.Name, describeLocation(p.Location)),
 				Detail: "nginx keeps FastCGI connections open only when the location also says fastcgi_keep_conn on; without it every request opens and closes a connection.",
-				Nginx:  []*Location{u.keepDir.loc(), p.dir.loc()},
-				Fix:    fmt.Sprintf("If connection reuse is wanted, add in the location at %s:%d\n    fastcgi_keep_conn on;\n(mind the warning about pinned workers); otherwise drop keepalive.", p.location.file, p.location.line)})
-		case p.keepConn && (u == nil || u.keepalive == 0):
-			if seen[p.location] {
+				Nginx:  []*Location{locOf(u.KeepDir), locOf(p.Dir)},
+				Fix:    fmt.Sprintf("If connection reuse is wanted, add in the location at %s:%d\n    fastcgi_keep_conn on;\n(mind the warning about pinned workers); otherwise drop keepalive.", p.Location.File, p.Location.Line)})
+		case p.KeepConn.Value && (u == nil || u.Keepalive == 0):
+			if seen[p.Location] {
 				continue
 			}
-			seen[p.location] = true
+			seen[p.Location] = true
 			c.add(Finding{ID: "keepalive_pitfalls", Severity: SeverityInfo,
-				Title:  fmt.Sprintf("fastcgi_keep_conn on in %s does nothing without keepalive in an upstream block", describeLocation(p.location)),
+				Title:  fmt.Sprintf("fastcgi_keep_conn on in %s does nothing without keepalive in an upstream block", describeLocation(p.Location)),
 				Detail: "nginx keeps connections only in the cache an upstream block's keepalive directive sets up; with a plain address it closes them after each request.",
-				Nginx:  []*Location{p.keepDir.loc(), p.dir.loc()},
+				Nginx:  []*Location{locOf(p.KeepConn.Dir), locOf(p.Dir)},
 				Fix:    "Drop fastcgi_keep_conn, or pass to an upstream block with a keepalive directive."})
-		case u != nil && u.keepalive > 0 && p.keepConn:
-			if seen[u.dir] {
+		case u != nil && u.Keepalive > 0 && p.KeepConn.Value:
+			if seen[u.Dir] {
 				continue
 			}
-			seen[u.dir] = true
+			seen[u.Dir] = true
 			pools, _ := c.poolsOf(p)
 			for _, pool := range pools {
-				pinned := u.keepalive * c.ngx.workerProcesses
+				pinned := u.Keepalive * c.ngx.WorkerProcesses
 				if pool.MaxChildren <= 0 || pinned < pool.MaxChildren {
 					continue
 				}
-				safe := pool.MaxChildren / (2 * c.ngx.workerProcesses)
-				fix := fmt.Sprintf("In %s:%d lower it to\n    keepalive %d;\n(at most half of pm.max_children across the %d worker processes), or raise pm.max_children (%s).", u.keepDir.file, u.keepDir.line, max(safe, 1), c.ngx.workerProcesses, pool.Settings["pm.max_children"].Where())
+				safe := pool.MaxChildren / (2 * c.ngx.WorkerProcesses)
+				fix := fmt.Sprintf("In %s:%d lower it to\n    keepalive %d;\n(at most half of pm.max_children across the %d worker processes), or raise pm.max_children (%s).", u.KeepDir.File, u.KeepDir.Line, max(safe, 1), c.ngx.WorkerProcesses, pool.Settings["pm.max_children"].Where())
 				if safe < 1 {
-					fix = fmt.Sprintf("Drop keepalive from upstream %s (%s:%d) and fastcgi_keep_conn from the location, or raise pm.max_children (%s) well above %d.", u.name, u.keepDir.file, u.keepDir.line, pool.Settings["pm.max_children"].Where(), pinned)
+					fix = fmt.Sprintf("Drop keepalive from upstream %s (%s:%d) and fastcgi_keep_conn from the location, or raise pm.max_children (%s) well above %d.", u.Name, u.KeepDir.File, u.KeepDir.Line, pool.Settings["pm.max_children"].Where(), pinned)
 				}
 				c.add(Finding{ID: "keepalive_pitfalls", Severity: SeverityWarning,
 					Title:  fmt.Sprintf("nginx can keep %d idle connections to pool %s, which has %d workers", pinned, pool.Name, pool.MaxChildren),
-					Detail: fmt.Sprintf("keepalive %d per nginx worker process × %d worker processes = %d kept connections. A php-fpm worker serves one connection at a time and waits on a kept connection for its next request, so each idle kept connection holds a worker.", u.keepalive, c.ngx.workerProcesses, pinned),
-					Nginx:  compactLocs([]*Location{u.keepDir.loc(), c.ngx.workerDir.loc(), p.keepDir.loc()}),
+					Detail: fmt.Sprintf("keepalive %d per nginx worker process × %d worker processes = %d kept connections. A php-fpm worker serves one connection at a time and waits on a kept connection for its next request, so each idle kept connection holds a worker.", u.Keepalive, c.ngx.WorkerProcesses, pinned),
+					Nginx:  compactLocs([]*Location{locOf(u.KeepDir), locOf(c.ngx.WorkerDir), locOf(p.KeepConn.Dir)}),
 					FPM:    compactLocs([]*Location{settingLoc(pool.Settings["pm.max_children"])}),
 					Impact: "Under load, idle connections of one nginx worker hold every php-fpm worker while requests on other connections wait in php-fpm's listen queue: they get 504 Gateway Time-out or 502 (fcgiscope: upstream_connect_timeout, upstream_backlog_full).",
 					Fix:    fix})
@@ -392,7 +393,7 @@ func (c *checkup) checkDiskSpace() {
 	}
 	var dirs []diskDir
 	if c.ngx != nil {
-		temp := c.ngx.tempPath
+		temp := c.ngx.TempPath
 		if temp == "" {
 			temp = "/var/lib/nginx"
 		}

@@ -23,7 +23,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -31,6 +30,7 @@ import (
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/hostprobe"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/nginxconf"
 )
 
 // Severity is how urgent a finding is.
@@ -268,7 +268,7 @@ type checkup struct {
 	d      *Doctor
 	report *Report
 
-	ngx *nginxConfig
+	ngx *nginxconf.Config
 	fpm *fpm.Config
 	ini *phpIni
 
@@ -294,10 +294,10 @@ type target struct {
 	addr fcgi.Addr
 	// refs are the directives that name it: fastcgi_pass lines and
 	// upstream server lines.
-	refs   []*ndir
-	passes []*pass
+	refs   []*nginxconf.Directive
+	passes []*nginxconf.Pass
 	// upstream is the block it is a server of, if any.
-	upstream *upstreamBlock
+	upstream *nginxconf.Upstream
 	pool     *fpm.Pool
 }
 
@@ -315,4 +315,10 @@ func (c *checkup) finish() {
 	})
 }
 
-func numCPU() int { return runtime.NumCPU() }
+// locOf quotes an nginx directive as a finding's Location; nil stays nil.
+func locOf(d *nginxconf.Directive) *Location {
+	if d == nil {
+		return nil
+	}
+	return &Location{File: d.File, Line: d.Line, Text: d.Text()}
+}

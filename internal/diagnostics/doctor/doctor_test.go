@@ -14,6 +14,7 @@ import (
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/hostprobe"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/nginxconf"
 	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
@@ -276,48 +277,6 @@ func hasFinding(r *Report, w want) bool {
 	return false
 }
 
-func TestSplitDump(t *testing.T) {
-	dump := "# configuration file /etc/nginx/nginx.conf:\nuser www-data;\nhttp {\n    include /etc/nginx/conf.d/*.conf;\n}\n\n" +
-		"# configuration file /etc/nginx/conf.d/php.conf:\nserver {\n\n    location ~ \\.php$ { fastcgi_pass 127.0.0.1:9000; }\n}\n\n"
-	main, files, err := splitDump([]byte(dump))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if main != "/etc/nginx/nginx.conf" || len(files) != 2 {
-		t.Fatalf("main %q, %d files", main, len(files))
-	}
-	fsys := dumpFS(files)
-	cfg, err := readNginx("nginx -T", main, fsys.open, fsys.glob)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(cfg.passes) != 1 {
-		t.Fatalf("%d passes, want 1", len(cfg.passes))
-	}
-	if p := cfg.passes[0].dir; p.file != "/etc/nginx/conf.d/php.conf" || p.line != 3 {
-		t.Errorf("fastcgi_pass at %s:%d, want /etc/nginx/conf.d/php.conf:3: line numbers must be the file's own", p.file, p.line)
-	}
-	if _, _, err := splitDump([]byte("nginx: [emerg] unknown directive\n")); err == nil {
-		t.Error("output without markers was accepted")
-	}
-}
-
-func TestParseNginxTime(t *testing.T) {
-	for in, want := range map[string]time.Duration{
-		"60": 60 * time.Second, "60s": 60 * time.Second, "500ms": 500 * time.Millisecond,
-		"5m": 5 * time.Minute, "1m30s": 90 * time.Second, "1h": time.Hour, "2d": 48 * time.Hour,
-	} {
-		if got, ok := parseNginxTime(in); !ok || got != want {
-			t.Errorf("parseNginxTime(%q) = %v, %v; want %v", in, got, ok, want)
-		}
-	}
-	for _, bad := range []string{"", "s", "10x", "-1"} {
-		if _, ok := parseNginxTime(bad); ok {
-			t.Errorf("parseNginxTime(%q) accepted", bad)
-		}
-	}
-}
-
 func TestFPMTestMessages(t *testing.T) {
 	out := "[27-Nov-2026 13:02:22] ERROR: [/tmp/exp/bad.conf:10] unable to parse value for entry 'pm': invalid process manager (static, dynamic or ondemand)\n" +
 		"[27-Nov-2026 13:02:22] ERROR: failed to load configuration file '/tmp/exp/bad.conf'\n" +
@@ -358,9 +317,9 @@ func TestDiskFinding(t *testing.T) {
 }
 
 func TestLocationMatches(t *testing.T) {
-	loc := func(args ...string) *ndir { return &ndir{name: "location", args: args} }
+	loc := func(args ...string) *nginxconf.Directive { return &nginxconf.Directive{Name: "location", Args: args} }
 	for _, tt := range []struct {
-		loc  *ndir
+		loc  *nginxconf.Directive
 		path string
 		want bool
 	}{
@@ -373,7 +332,7 @@ func TestLocationMatches(t *testing.T) {
 		{loc("/"), "/index.php", true},
 	} {
 		if got := locationMatches(tt.loc, tt.path); got != tt.want {
-			t.Errorf("location %v matches %s = %v, want %v", tt.loc.args, tt.path, got, tt.want)
+			t.Errorf("location %v matches %s = %v, want %v", tt.loc.Args, tt.path, got, tt.want)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/nginxconf"
 	"github.com/fcgiscope/fcgiscope/internal/phpfpm"
 )
 
@@ -24,7 +25,7 @@ const defaultNginxConf = "/etc/nginx/nginx.conf"
 
 func (c *checkup) loadNginx(ctx context.Context) {
 	d := c.d
-	fsys := rootFS(d.Root)
+	fsys := nginxconf.RootFS(d.Root)
 	switch {
 	case d.NginxConf != "":
 		c.readNginxFiles(d.NginxConf, d.NginxConf, fsys)
@@ -33,7 +34,7 @@ func (c *checkup) loadNginx(ctx context.Context) {
 		c.notChecked("nginx configuration: --upstream checks that one address alone (give --nginx to check nginx too)")
 		return
 	case d.Root != "":
-		c.readNginxFiles(defaultNginxConf, fsys.path(defaultNginxConf), fsys)
+		c.readNginxFiles(defaultNginxConf, fsys.Path(defaultNginxConf), fsys)
 		return
 	}
 	bin, err := d.lookPath("nginx")
@@ -75,13 +76,13 @@ func (c *checkup) loadNginx(ctx context.Context) {
 		}
 		return
 	}
-	main, files, err := splitDump(out)
+	main, files, err := nginxconf.SplitDump(out)
 	if err != nil {
 		c.notChecked("nginx configuration: reading the output of %s -T: %v", bin, err)
 		return
 	}
-	dump := dumpFS(files)
-	cfg, err := readNginx(bin+" -T", main, dump.open, dump.glob)
+	dump := nginxconf.DumpFS(files)
+	cfg, err := nginxconf.Read(bin+" -T", main, dump.Open, dump.Glob)
 	if err != nil {
 		c.notChecked("nginx configuration: %v", err)
 		return
@@ -89,11 +90,11 @@ func (c *checkup) loadNginx(ctx context.Context) {
 	c.setNginx(cfg)
 }
 
-func (c *checkup) readNginxFiles(main, source string, fsys rootFS) {
-	cfg, err := readNginx(source, main, fsys.open, fsys.glob)
+func (c *checkup) readNginxFiles(main, source string, fsys nginxconf.RootFS) {
+	cfg, err := nginxconf.Read(source, main, fsys.Open, fsys.Glob)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			c.notChecked("nginx configuration: %s does not exist; give the file with --nginx", fsys.path(main))
+			c.notChecked("nginx configuration: %s does not exist; give the file with --nginx", fsys.Path(main))
 		} else {
 			c.notChecked("nginx configuration: %v", err)
 		}
@@ -102,11 +103,11 @@ func (c *checkup) readNginxFiles(main, source string, fsys rootFS) {
 	c.setNginx(cfg)
 }
 
-func (c *checkup) setNginx(cfg *nginxConfig) {
+func (c *checkup) setNginx(cfg *nginxconf.Config) {
 	c.ngx = cfg
-	c.report.Nginx = cfg.source
-	c.report.NginxFiles = cfg.files
-	for _, p := range cfg.problems {
+	c.report.Nginx = cfg.Source
+	c.report.NginxFiles = cfg.Files
+	for _, p := range cfg.Problems {
 		c.notChecked("nginx configuration: %s (that part was skipped)", p)
 	}
 }
@@ -142,7 +143,7 @@ func (c *checkup) loadFPM() {
 	case d.Root != "":
 		err = fmt.Errorf("no php-fpm configuration under %s (looked for %s)", d.Root, strings.Join(fpmConfPatterns, ", "))
 		for _, pat := range fpmConfPatterns {
-			m, _ := rootFS(d.Root).glob(pat)
+			m, _ := nginxconf.RootFS(d.Root).Glob(pat)
 			if len(m) > 0 {
 				conf, err = fpm.LoadOptions(m[len(m)-1], fpm.Options{Root: d.Root})
 				break
@@ -158,13 +159,13 @@ func (c *checkup) loadFPM() {
 	c.fpm = conf
 	c.report.FPM = conf.Path
 	c.report.FPMFiles = conf.Files
-	c.ini = readPHPIni(rootFS(d.Root), filepath.Dir(conf.Path))
+	c.ini = readPHPIni(nginxconf.RootFS(d.Root), filepath.Dir(conf.Path))
 	if c.ini.maxExecutionLoc.Line == 0 && c.ini.memoryLoc.Line == 0 && d.Root == "" {
 		// No php.ini beside the configuration: the workers read the one
 		// their binary was built for, /etc/php/8.2/fpm/ for php-fpm8.2.
 		if bin, err := c.fpmBinary(); err == nil {
 			if major, minor, ok := phpfpm.Version(bin); ok {
-				c.ini = readPHPIni(rootFS(""), fmt.Sprintf("/etc/php/%d.%d/fpm", major, minor))
+				c.ini = readPHPIni(nginxconf.RootFS(""), fmt.Sprintf("/etc/php/%d.%d/fpm", major, minor))
 			}
 		}
 	}
@@ -215,21 +216,21 @@ type phpIni struct {
 // dir (the directory of php-fpm.conf) and from the conf.d directory beside
 // it, the last value winning as PHP does. Missing files leave PHP's
 // built-in defaults: 30 seconds and 128M.
-func readPHPIni(fsys rootFS, dir string) *phpIni {
+func readPHPIni(fsys nginxconf.RootFS, dir string) *phpIni {
 	ini := &phpIni{maxExecution: 30 * time.Second, memoryLimit: "128M",
 		maxExecutionLoc: &Location{File: "PHP's built-in default", Text: "max_execution_time = 30"},
 		memoryLoc:       &Location{File: "PHP's built-in default", Text: "memory_limit = 128M"}}
 	files := []string{filepath.Join(dir, "php.ini")}
 	if filepath.Base(dir) == "etc" { // /usr/local/etc/php-fpm.conf: the Docker image
 		files = []string{filepath.Join(dir, "php", "php.ini")}
-		more, _ := fsys.glob(filepath.Join(dir, "php", "conf.d", "*.ini"))
+		more, _ := fsys.Glob(filepath.Join(dir, "php", "conf.d", "*.ini"))
 		files = append(files, more...)
 	} else {
-		more, _ := fsys.glob(filepath.Join(dir, "conf.d", "*.ini"))
+		more, _ := fsys.Glob(filepath.Join(dir, "conf.d", "*.ini"))
 		files = append(files, more...)
 	}
 	for _, f := range files {
-		b, err := os.ReadFile(fsys.path(f))
+		b, err := os.ReadFile(fsys.Path(f))
 		if err != nil {
 			continue
 		}

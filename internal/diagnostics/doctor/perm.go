@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/nginxconf"
 )
 
 // identity is a user as the kernel checks its permissions.
@@ -27,12 +28,12 @@ type identity struct {
 // and nogroup otherwise, as nginx's build picks. The group, when not
 // given, is the one named like the user, as nginx documents; workers also
 // get the user's supplementary groups (initgroups).
-func nginxIdentity(d *ndir) (identity, *Location, error) {
+func nginxIdentity(d *nginxconf.Directive) (identity, *Location, error) {
 	name, group := "nobody", ""
 	var loc *Location
 	if d != nil {
-		name, group = d.arg(0), d.arg(1)
-		loc = d.loc()
+		name, group = d.Arg(0), d.Arg(1)
+		loc = locOf(d)
 	}
 	if group == "" {
 		group = name
@@ -181,9 +182,9 @@ func (c *checkup) checkPermissions() {
 		}
 		if !resolved {
 			resolved = true
-			id, userLoc, idErr = nginxIdentity(c.ngx.user)
+			id, userLoc, idErr = nginxIdentity(c.ngx.User)
 			if userLoc == nil {
-				userLoc = &Location{File: c.ngx.main, Text: "user nobody; (nginx's default: the file has no user directive)"}
+				userLoc = &Location{File: c.ngx.Main, Text: "user nobody; (nginx's default: the file has no user directive)"}
 			}
 		}
 		if idErr != nil {
@@ -239,7 +240,7 @@ func (c *checkup) checkPermissions() {
 			f.Fix = fmt.Sprintf("In pool %s (%s:%d) set\n    listen.owner = %s\n    listen.group = %s\n    listen.mode = 0660\nthen restart php-fpm (systemctl restart %s).",
 				pool.Name, pool.File, pool.Line, id.name, group, serviceName(c.fpm))
 			if sp.owner != "root" {
-				f.Fix += fmt.Sprintf(" Or let nginx run as the socket's owner: user %s; in %s.", sp.owner, c.ngx.main)
+				f.Fix += fmt.Sprintf(" Or let nginx run as the socket's owner: user %s; in %s.", sp.owner, c.ngx.Main)
 			}
 		} else {
 			f.Fix = fmt.Sprintf("Give %s write access to %s: set listen.owner/listen.group of its php-fpm pool to %s and listen.mode = 0660, then restart php-fpm.", id.name, t.addr.Address, id.name)

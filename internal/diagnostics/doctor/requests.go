@@ -14,6 +14,7 @@ import (
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
 	"github.com/fcgiscope/fcgiscope/internal/exchange"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/nginxconf"
 	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
@@ -143,8 +144,8 @@ func (c *checkup) probeScripts(ctx context.Context) {
 		}
 	} else {
 		seen := map[string]bool{}
-		for _, p := range c.ngx.passes {
-			if !locationMatches(p.location, u.Path) {
+		for _, p := range c.ngx.Passes {
+			if !locationMatches(p.Location, u.Path) {
 				continue
 			}
 			params, unknown := c.nginxParams(p, u)
@@ -158,7 +159,7 @@ func (c *checkup) probeScripts(ctx context.Context) {
 				}
 				seen[key] = true
 				if len(unknown) > 0 {
-					c.notChecked("--probe-script through %s:%d: nginx variables %s were sent empty", p.dir.file, p.dir.line, strings.Join(unknown, ", "))
+					c.notChecked("--probe-script through %s:%d: nginx variables %s were sent empty", p.Dir.File, p.Dir.Line, strings.Join(unknown, ", "))
 				}
 				c.judgeProbe(ctx, t.addr, p, params, u.Path)
 				sent++
@@ -170,7 +171,7 @@ func (c *checkup) probeScripts(ctx context.Context) {
 	}
 }
 
-func containsPass(ps []*pass, p *pass) bool {
+func containsPass(ps []*nginxconf.Pass, p *nginxconf.Pass) bool {
 	for _, x := range ps {
 		if x == p {
 			return true
@@ -188,7 +189,7 @@ func paramValue(ps []fcgi.Pair, name string) string {
 	return ""
 }
 
-func (c *checkup) judgeProbe(ctx context.Context, addr fcgi.Addr, p *pass, params []fcgi.Pair, path string) {
+func (c *checkup) judgeProbe(ctx context.Context, addr fcgi.Addr, p *nginxconf.Pass, params []fcgi.Pair, path string) {
 	x := c.send(ctx, addr, params)
 	t := x.trace
 	var pool *fpm.Pool
@@ -199,8 +200,8 @@ func (c *checkup) judgeProbe(ctx context.Context, addr fcgi.Addr, p *pass, param
 	via := "sent directly, as php-fpm's own path"
 	var nginxLocs []*Location
 	if p != nil {
-		via = fmt.Sprintf("built as %s (%s:%d) would send it", describeLocation(p.location), p.location.file, p.location.line)
-		nginxLocs = []*Location{p.location.loc(), p.dir.loc()}
+		via = fmt.Sprintf("built as %s (%s:%d) would send it", describeLocation(p.Location), p.Location.File, p.Location.Line)
+		nginxLocs = []*Location{locOf(p.Location), locOf(p.Dir)}
 	}
 	result := fmt.Sprintf("%s -> HTTP %d in %s", path, t.Status, fmtMS(x.took))
 	if d != nil {
@@ -223,9 +224,9 @@ func (c *checkup) judgeProbe(ctx context.Context, addr fcgi.Addr, p *pass, param
 		f.ID = "script_filename"
 		f.Title = fmt.Sprintf("php-fpm does not find %s: \"Primary script unknown\"", path)
 		f.Impact = fmt.Sprintf("Requests for %s get 404 \"File not found.\" from php-fpm, although the script exists for nginx's try_files or for you.", path)
-		if p != nil && p.rootDir != nil {
-			f.Nginx = append(f.Nginx, p.rootDir.loc())
-			f.Fix = fmt.Sprintf("Make SCRIPT_FILENAME (%q) name the file as php-fpm sees it: check %s at %s:%d against where %s is for php-fpm's user, chroot (%s) or container.", t.Script, p.rootDir.text(), p.rootDir.file, p.rootDir.line, path, chrootOf(pool))
+		if p != nil && p.RootDir != nil {
+			f.Nginx = append(f.Nginx, locOf(p.RootDir))
+			f.Fix = fmt.Sprintf("Make SCRIPT_FILENAME (%q) name the file as php-fpm sees it: check %s at %s:%d against where %s is for php-fpm's user, chroot (%s) or container.", t.Script, p.RootDir.Text(), p.RootDir.File, p.RootDir.Line, path, chrootOf(pool))
 		} else if t.Script == "" {
 			f.Fix = "Send SCRIPT_FILENAME: see the script_filename finding about this location."
 		}
@@ -284,20 +285,20 @@ var nginxVar = regexp.MustCompile(`\$(\{[A-Za-z0-9_]+\}|[A-Za-z0-9_]+)`)
 // u, as nginx would: the variables a PHP location uses are worked out from
 // the location's root and fastcgi_split_path_info; others are sent empty
 // and returned.
-func (c *checkup) nginxParams(p *pass, u *url.URL) ([]fcgi.Pair, []string) {
+func (c *checkup) nginxParams(p *nginxconf.Pass, u *url.URL) ([]fcgi.Pair, []string) {
 	path := u.Path
 	script, pathInfo := path, ""
-	if p.split != "" {
-		if re, err := regexp.Compile(p.split); err == nil {
+	if p.Split != "" {
+		if re, err := regexp.Compile(p.Split); err == nil {
 			if m := re.FindStringSubmatch(path); len(m) >= 3 {
 				script, pathInfo = m[1], m[2]
 			}
 		}
 	}
-	if strings.HasSuffix(script, "/") && p.index != "" {
-		script += p.index
+	if strings.HasSuffix(script, "/") && p.Index != "" {
+		script += p.Index
 	}
-	root := p.root
+	root := p.Root
 	if !filepath.IsAbs(root) {
 		root = filepath.Join("/usr/share/nginx", root) // Debian's --prefix
 	}
@@ -306,14 +307,14 @@ func (c *checkup) nginxParams(p *pass, u *url.URL) ([]fcgi.Pair, []string) {
 		uri += "?" + u.RawQuery
 	}
 	host := "localhost"
-	for _, n := range p.names {
+	for _, n := range p.Names {
 		if n != "_" && n != "" && !strings.ContainsAny(n, "*~") {
 			host = n
 			break
 		}
 	}
 	realRoot := root
-	if r, err := filepath.EvalSymlinks(rootFS(c.d.Root).path(root)); err == nil && c.d.Root == "" {
+	if r, err := filepath.EvalSymlinks(nginxconf.RootFS(c.d.Root).Path(root)); err == nil && c.d.Root == "" {
 		realRoot = r
 	}
 	vars := map[string]string{
@@ -333,8 +334,8 @@ func (c *checkup) nginxParams(p *pass, u *url.URL) ([]fcgi.Pair, []string) {
 	}
 	unknown := map[string]bool{}
 	var out []fcgi.Pair
-	for _, fp := range p.params {
-		v := nginxVar.ReplaceAllStringFunc(fp.value, func(m string) string {
+	for _, fp := range p.Params {
+		v := nginxVar.ReplaceAllStringFunc(fp.Value, func(m string) string {
 			name := strings.Trim(m[1:], "{}")
 			if val, ok := vars[name]; ok {
 				return val
@@ -342,10 +343,10 @@ func (c *checkup) nginxParams(p *pass, u *url.URL) ([]fcgi.Pair, []string) {
 			unknown["$"+name] = true
 			return ""
 		})
-		if v == "" && hasArg(fp.dir, "if_not_empty") {
+		if v == "" && hasArg(fp.Dir, "if_not_empty") {
 			continue
 		}
-		out = append(out, fcgi.Pair{Name: fp.name, Value: v})
+		out = append(out, fcgi.Pair{Name: fp.Name, Value: v})
 	}
 	out = append(out, fcgi.Pair{Name: "HTTP_HOST", Value: host})
 	var names []string
@@ -359,13 +360,13 @@ func (c *checkup) nginxParams(p *pass, u *url.URL) ([]fcgi.Pair, []string) {
 // if block) would take path. Regular expressions are read as Go's, which
 // agree with PCRE on what PHP locations use; one Go cannot read counts as
 // a match.
-func locationMatches(loc *ndir, path string) bool {
-	if loc == nil || loc.name != "location" || len(loc.args) == 0 {
+func locationMatches(loc *nginxconf.Directive, path string) bool {
+	if loc == nil || loc.Name != "location" || len(loc.Args) == 0 {
 		return true
 	}
-	mod, pat := "", loc.args[0]
-	if len(loc.args) >= 2 {
-		mod, pat = loc.args[0], loc.args[1]
+	mod, pat := "", loc.Args[0]
+	if len(loc.Args) >= 2 {
+		mod, pat = loc.Args[0], loc.Args[1]
 	}
 	switch mod {
 	case "=":

@@ -15,6 +15,7 @@ import (
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/hostprobe"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/nginxconf"
 	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
@@ -40,31 +41,31 @@ func (c *checkup) collectTargets() {
 	if c.ngx == nil {
 		return
 	}
-	if len(c.ngx.passes) == 0 {
+	if len(c.ngx.Passes) == 0 {
 		c.noFastCGIPass()
 	}
 	variables := map[string]bool{}
-	for _, p := range c.ngx.passes {
-		arg := p.dir.arg(0)
+	for _, p := range c.ngx.Passes {
+		arg := p.Dir.Arg(0)
 		if strings.Contains(arg, "$") {
 			if !variables[arg] {
 				variables[arg] = true
 				c.add(Finding{ID: "fastcgi_pass_variable", Severity: SeverityInfo,
 					Title:  "fastcgi_pass " + arg + " is chosen at run time and was not checked",
 					Detail: "The address contains a variable, so it is known only for a given request.",
-					Nginx:  []*Location{p.dir.loc()},
+					Nginx:  []*Location{locOf(p.Dir)},
 					Fix:    "To check it, run fcgiscope doctor --upstream ADDR for each address the variable can take."})
 			}
 			continue
 		}
-		if u := c.ngx.upstream(arg); u != nil {
-			for _, s := range u.servers {
+		if u := c.ngx.Upstream(arg); u != nil {
+			for _, s := range u.Servers {
 				if hasArg(s, "down") {
 					continue
 				}
-				a, err := parseUpstreamServer(s.arg(0))
+				a, err := parseUpstreamServer(s.Arg(0))
 				if err != nil {
-					c.notChecked("%s:%d: server %s in upstream %s: %v", s.file, s.line, s.arg(0), u.name, err)
+					c.notChecked("%s:%d: server %s in upstream %s: %v", s.File, s.Line, s.Arg(0), u.Name, err)
 					continue
 				}
 				t := get(a)
@@ -75,31 +76,22 @@ func (c *checkup) collectTargets() {
 			continue
 		}
 		if !strings.Contains(arg, ":") {
-			c.notChecked("%s:%d: fastcgi_pass %s names no upstream block and has no port; nginx -t rejects it", p.dir.file, p.dir.line, arg)
+			c.notChecked("%s:%d: fastcgi_pass %s names no upstream block and has no port; nginx -t rejects it", p.Dir.File, p.Dir.Line, arg)
 			continue
 		}
 		a, err := fcgi.ParseAddr(arg)
 		if err != nil {
-			c.notChecked("%s:%d: fastcgi_pass %s: %v", p.dir.file, p.dir.line, arg, err)
+			c.notChecked("%s:%d: fastcgi_pass %s: %v", p.Dir.File, p.Dir.Line, arg, err)
 			continue
 		}
 		t := get(a)
-		t.refs = appendDir(t.refs, p.dir)
+		t.refs = appendDir(t.refs, p.Dir)
 		t.passes = appendPass(t.passes, p)
 	}
 }
 
-func (n *nginxConfig) upstream(name string) *upstreamBlock {
-	for _, u := range n.upstreams {
-		if strings.EqualFold(u.name, name) {
-			return u
-		}
-	}
-	return nil
-}
-
-func hasArg(d *ndir, arg string) bool {
-	for _, a := range d.args[min(1, len(d.args)):] {
+func hasArg(d *nginxconf.Directive, arg string) bool {
+	for _, a := range d.Args[min(1, len(d.Args)):] {
 		if a == arg {
 			return true
 		}
@@ -118,7 +110,7 @@ func parseUpstreamServer(s string) (fcgi.Addr, error) {
 	return fcgi.ParseAddr(s)
 }
 
-func appendDir(ds []*ndir, d *ndir) []*ndir {
+func appendDir(ds []*nginxconf.Directive, d *nginxconf.Directive) []*nginxconf.Directive {
 	for _, x := range ds {
 		if x == d {
 			return ds
@@ -127,7 +119,7 @@ func appendDir(ds []*ndir, d *ndir) []*ndir {
 	return append(ds, d)
 }
 
-func appendPass(ps []*pass, p *pass) []*pass {
+func appendPass(ps []*nginxconf.Pass, p *nginxconf.Pass) []*nginxconf.Pass {
 	for _, x := range ps {
 		if x == p {
 			return ps
@@ -175,7 +167,7 @@ func (c *checkup) probeAll(ctx context.Context) {
 	for _, t := range c.targets {
 		p := add(t.addr, t.pool)
 		for _, r := range t.refs {
-			p.Via = append(p.Via, fmt.Sprintf("%s:%d", r.file, r.line))
+			p.Via = append(p.Via, fmt.Sprintf("%s:%d", r.File, r.Line))
 		}
 	}
 	if c.fpm != nil {
@@ -494,11 +486,11 @@ func (c *checkup) repointFix(ctx context.Context, t *target) string {
 			b.WriteString("\n")
 		}
 		line := fmt.Sprintf("fastcgi_pass %s;", best.addr)
-		if r.name == "server" {
+		if r.Name == "server" {
 			// Keep the server's parameters (weight=, max_fails=, ...).
-			line = strings.TrimSuffix(strings.Join(append([]string{"server", best.addr.String()}, r.args[1:]...), " "), " ") + ";"
+			line = strings.TrimSuffix(strings.Join(append([]string{"server", best.addr.String()}, r.Args[1:]...), " "), " ") + ";"
 		}
-		fmt.Fprintf(&b, "In %s:%d write\n    %s\n(%s.)", r.file, r.line, line, best.why)
+		fmt.Fprintf(&b, "In %s:%d write\n    %s\n(%s.)", r.File, r.Line, line, best.why)
 	}
 	if len(t.refs) > 0 {
 		b.WriteString("\nThen run nginx -t and reload nginx (systemctl reload nginx).")
@@ -516,18 +508,18 @@ func (c *checkup) repointFix(ctx context.Context, t *target) string {
 	return b.String()
 }
 
-func refList(refs []*ndir) string {
+func refList(refs []*nginxconf.Directive) string {
 	var s []string
 	for _, r := range refs {
-		s = append(s, fmt.Sprintf("%s (%s:%d)", r.text(), r.file, r.line))
+		s = append(s, fmt.Sprintf("%s (%s:%d)", r.Text(), r.File, r.Line))
 	}
 	return strings.Join(s, ", ")
 }
 
-func locs(ds []*ndir) []*Location {
+func locs(ds []*nginxconf.Directive) []*Location {
 	var out []*Location
 	for _, d := range ds {
-		out = append(out, d.loc())
+		out = append(out, locOf(d))
 	}
 	return out
 }
@@ -593,11 +585,11 @@ func errorLogHint(conf *fpm.Config) string {
 func (c *checkup) noFastCGIPass() {
 	f := Finding{ID: "no_fastcgi_pass", Severity: SeverityInfo,
 		Title:  "No location in nginx's configuration passes requests to FastCGI (fastcgi_pass)",
-		Detail: fmt.Sprintf("Read %d files from %s; none has a fastcgi_pass directive outside comments.", len(c.ngx.files), c.ngx.source),
+		Detail: fmt.Sprintf("Read %d files from %s; none has a fastcgi_pass directive outside comments.", len(c.ngx.Files), c.ngx.Source),
 		Impact: "PHP does not run behind this nginx: a request for a .php file gets its source code as a download, or 404.",
 	}
-	var server *ndir
-	for _, d := range c.ngx.servers {
+	var server *nginxconf.Directive
+	for _, d := range c.ngx.Servers {
 		server = d
 		break
 	}
@@ -607,8 +599,8 @@ func (c *checkup) noFastCGIPass() {
 	}
 	where := "the server block"
 	if server != nil {
-		where = fmt.Sprintf("the server block at %s:%d", server.file, server.line)
-		f.Nginx = []*Location{server.loc()}
+		where = fmt.Sprintf("the server block at %s:%d", server.File, server.Line)
+		f.Nginx = []*Location{locOf(server)}
 	}
 	f.Fix = fmt.Sprintf("If PHP should run, add to %s\n    location ~ \\.php$ {\n        include snippets/fastcgi-php.conf;\n        fastcgi_pass %s;\n    }\n(without Debian's snippets: include fastcgi.conf; instead).", where, addr)
 	c.add(f)
