@@ -30,7 +30,7 @@ type serveConfig struct {
 	ReadTimeout              time.Duration `env:"FCGISCOPE_READ_TIMEOUT" envDefault:"0s" help:"fail a request when php-fpm sends nothing for this long; 0 turns it off"`
 	HoldBytes                int           `env:"FCGISCOPE_HOLD_BYTES" envDefault:"65536" help:"response bytes held back so that a dying worker's response can still be replaced; 0 streams at once"`
 	MaxConns                 int           `env:"FCGISCOPE_MAX_CONNS" envDefault:"0" help:"requests in flight to php-fpm at most; more wait in line. 0 means the pool's pm.max_children when known, else no limit"`
-	QueueTimeout             time.Duration `env:"FCGISCOPE_QUEUE_TIMEOUT" envDefault:"5s" help:"how long a request may wait for a free slot or for a restarting php-fpm before a 503; 0 fails at once"`
+	QueueTimeout             string        `env:"FCGISCOPE_QUEUE_TIMEOUT" envDefault:"auto" help:"how long a request may wait for a free slot or for a restarting php-fpm before a 503; auto waits as long as nginx does (its fastcgi_read_timeout), 0 fails at once"`
 	UpstreamKeepAlive        int           `env:"FCGISCOPE_UPSTREAM_KEEPALIVE" envDefault:"0" help:"idle php-fpm connections kept open for the next bodyless GET, HEAD or OPTIONS, as nginx's keepalive; each holds a worker, so keep it below pm.max_children. 0 opens a connection per request"`
 	UpstreamKeepAliveTimeout time.Duration `env:"FCGISCOPE_UPSTREAM_KEEPALIVE_TIMEOUT" envDefault:"1s" help:"close a kept php-fpm connection idle for this long; must stay below request_terminate_timeout and request_slowlog_timeout"`
 	MaxHeaderBytes           int           `env:"FCGISCOPE_MAX_HEADER_BYTES" envDefault:"65536" help:"largest CGI header block accepted from php-fpm; longer headers fail the request with upstream_protocol_error"`
@@ -40,6 +40,7 @@ type serveConfig struct {
 	MaxParamsBytes           int           `env:"FCGISCOPE_MAX_PARAMS_BYTES" envDefault:"1048576" help:"largest FastCGI PARAMS stream accepted from the web server"`
 	ErrorDetail              string        `env:"FCGISCOPE_ERROR_DETAIL" envDefault:"local" help:"what error pages show: full, local (full for loopback and private client addresses, minimal otherwise) or minimal"`
 	ServerTiming             bool          `env:"FCGISCOPE_SERVER_TIMING" envDefault:"false" help:"add a Server-Timing header with connect and wait times to every response"`
+	NginxConfig              string        `env:"FCGISCOPE_NGINX_CONFIG" help:"nginx.conf, or the output of nginx -T saved to a file, to learn nginx's timeouts and buffer sizes where it passes to fcgiscope; empty looks in the usual places, - turns it off"`
 	FPMConfig                string        `env:"FCGISCOPE_FPM_CONFIG" help:"php-fpm.conf or pool file to read timeouts and limits from; empty looks in the usual places"`
 	FPMLog                   string        `env:"FCGISCOPE_FPM_LOG" help:"php-fpm error log to read when a worker dies; empty takes error_log from the php-fpm configuration"`
 	FPMStatusPath            string        `env:"FCGISCOPE_FPM_STATUS_PATH" help:"php-fpm's pm.status_path to poll; empty takes it from the pool configuration, - turns polling off"`
@@ -53,6 +54,8 @@ type serveConfig struct {
 	LogLevel                 string        `env:"FCGISCOPE_LOG_LEVEL" envDefault:"info" help:"log level: debug, info, warn or error"`
 
 	// Parsed forms, filled in by validate.
+	queueTimeout time.Duration // when not queueAuto
+	queueAuto    bool
 	listenAddr   fcgi.Addr
 	listenMode   fs.FileMode
 	upstreamAddr fcgi.Addr
@@ -216,6 +219,13 @@ func (c *serveConfig) validate() error {
 	}
 	if err == nil && c.listenAddr == c.upstreamAddr {
 		errs = append(errs, &configError{"FCGISCOPE_UPSTREAM", c.Upstream, "it is the address fcgiscope listens on; point it at php-fpm"})
+	}
+	if c.QueueTimeout == "auto" {
+		c.queueAuto = true
+	} else if d, err := time.ParseDuration(c.QueueTimeout); err != nil || d < 0 {
+		errs = append(errs, &configError{"FCGISCOPE_QUEUE_TIMEOUT", c.QueueTimeout, "not a duration; write it with a unit, as in 30s, or auto to wait as long as nginx does"})
+	} else {
+		c.queueTimeout = d
 	}
 	if m, err := strconv.ParseUint(c.ListenMode, 8, 32); err != nil || m > 0o777 {
 		errs = append(errs, &configError{"FCGISCOPE_LISTEN_MODE", c.ListenMode, "not an octal file mode; write it as php-fpm's listen.mode, as in 0660"})

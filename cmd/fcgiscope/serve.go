@@ -15,6 +15,7 @@ import (
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/front"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/web"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/proxy"
@@ -40,10 +41,13 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 			}
 		}()
 	}
+	nginx := watchNginx(ctx, &cfg, log)
+	warnSoonerThanNginx(&cfg, nginx.Front(), log)
 	classifier := &diagnostics.Classifier{
 		Pool:   pool,
 		Log:    fpmLog,
 		Finder: &diagnostics.Finder{Exclude: []fcgi.Addr{cfg.listenAddr}},
+		Front:  nginx,
 	}
 	var poller *fpm.Poller
 	if path := statusPath(&cfg, pool); path != "" {
@@ -84,7 +88,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	srv = &proxy.Server{
 		Upstream:                 cfg.upstreamAddr,
 		MaxConns:                 maxConns,
-		QueueTimeout:             cfg.QueueTimeout,
+		QueueTimeout:             cfg.queueTimeout,
 		RetryClosed:              classifier.UpstreamWasRestarting,
 		ConnectTimeout:           cfg.ConnectTimeout,
 		ReadTimeout:              cfg.ReadTimeout,
@@ -100,6 +104,9 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		Responder:                explainer,
 		Observer:                 explainer,
 		Log:                      log,
+	}
+	if cfg.queueAuto {
+		srv.Patience = func() time.Duration { return nginx.Front().ReadTimeout().Value }
 	}
 	ln, err := inheritedListener(environ)
 	if err != nil {
@@ -197,6 +204,43 @@ func loadFPM(cfg *serveConfig, log zerolog.Logger) (*fpm.Pool, *fpm.Follower) {
 	log.Info().Str("config", conf.Path).Str("pool", pool.Name).Dur("request_terminate_timeout", pool.RequestTerminateTimeout).
 		Int("pm.max_children", pool.MaxChildren).Msg("read the php-fpm pool configuration")
 	return pool, tail
+}
+
+// watchNginx reads nginx's configuration, logs what it says of the
+// locations that pass to fcgiscope, and follows it until ctx ends.
+func watchNginx(ctx context.Context, cfg *serveConfig, log zerolog.Logger) *front.Watcher {
+	w := &front.Watcher{Path: cfg.NginxConfig, Listen: cfg.listenAddr}
+	f := w.Load()
+	if cfg.NginxConfig == "-" {
+		return w
+	}
+	logNginx(f, log, "nginx")
+	w.Changed = func(f *front.Front) { logNginx(f, log, "nginx's configuration changed") }
+	go w.Run(ctx)
+	return w
+}
+
+func logNginx(f *front.Front, log zerolog.Logger, what string) {
+	ev := log.Info()
+	if !f.Known() {
+		ev = log.Warn()
+	}
+	ev.Str("fastcgi_read_timeout", f.ReadTimeout().String()).Str("fastcgi_buffer_size", f.BufferSize().String()).
+		Msg(what + ": " + f.Describe())
+}
+
+// warnSoonerThanNginx warns of the settings that make fcgiscope fail a
+// request sooner than nginx alone would.
+func warnSoonerThanNginx(cfg *serveConfig, f *front.Front, log zerolog.Logger) {
+	rt := f.ReadTimeout()
+	if !cfg.queueAuto && cfg.queueTimeout < rt.Value {
+		log.Warn().Str("fastcgi_read_timeout", rt.String()).
+			Msgf("FCGISCOPE_QUEUE_TIMEOUT=%s fails a request that waits for a free php-fpm worker after %s, but nginx waits up to %s and would have served it; unset FCGISCOPE_QUEUE_TIMEOUT to wait as long as nginx does", cfg.QueueTimeout, cfg.queueTimeout, rt.Value)
+	}
+	if cfg.ReadTimeout > 0 && cfg.ReadTimeout < rt.Value {
+		log.Warn().Str("fastcgi_read_timeout", rt.String()).
+			Msgf("FCGISCOPE_READ_TIMEOUT=%s fails a request whose script is silent for %s, but nginx waits up to %s; raise it above nginx's fastcgi_read_timeout or set it to 0", cfg.ReadTimeout, cfg.ReadTimeout, rt.Value)
+	}
 }
 
 // readFPMConfig reads the php-fpm configuration at path, or in the usual

@@ -96,6 +96,10 @@ var (
 		Title:   "No php-fpm worker became free in time",
 		Meaning: "no upstream slot (`FCGISCOPE_MAX_CONNS`) became free within `FCGISCOPE_QUEUE_TIMEOUT`; php-fpm's status page says what kept the workers busy",
 		Fix:     "faster scripts, more workers, a longer queue timeout"}
+	CauseWebServerTimeout = &Cause{ID: "web_server_timeout", Status: 504, LogOnly: true,
+		Title:   "nginx gave up on the request first",
+		Meaning: "nginx's `fastcgi_read_timeout` (or `fastcgi_send_timeout` while sending the body) ran out and nginx answered 504 itself; the log line says what PHP did meanwhile",
+		Fix:     "make the script faster, add workers, or raise nginx's timeout together with `request_terminate_timeout`"}
 	CauseClientAborted = &Cause{ID: "client_aborted", Status: 499, LogOnly: true,
 		Title:   "The client went away before the response was complete",
 		Meaning: "nginx closed the connection first (client gone, `fastcgi_read_timeout`)",
@@ -143,7 +147,7 @@ var Causes = []*Cause{
 	CauseRefused, CauseSocketMissing, CauseSocketStale, CausePermissionDenied,
 	CauseBacklogFull, CauseConnectTimeout, CauseDNSFailed, CauseNotFastCGI,
 	CauseProtocolError, CauseInvalidHeader, CauseOverloaded, CauseWorkerTimeout, CauseWorkerCrashed,
-	CauseWorkerDied, CauseReadTimeout, CauseQueueTimeout, CauseClientAborted,
+	CauseWorkerDied, CauseReadTimeout, CauseQueueTimeout, CauseWebServerTimeout, CauseClientAborted,
 	CauseRequestTooLarge, CauseDownstreamInvalid, CauseShutdown, CauseUnexplained,
 	CauseScriptNotFound, CauseScriptDenied, CausePHPFatal, CauseMemory,
 }

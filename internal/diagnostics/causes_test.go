@@ -128,6 +128,7 @@ func TestEveryCauseIsProduced(t *testing.T) {
 		{CauseWorkerDied, nil, workerDeath(time.Second)},
 		{CauseReadTimeout, nil, upstream(&outcome.ReadTimeoutError{Timeout: 30 * time.Second})},
 		{CauseQueueTimeout, nil, upstream(&outcome.QueueTimeoutError{Waited: 5 * time.Second, MaxConns: 5})},
+		{CauseWebServerTimeout, nil, upstream(&outcome.QueueTimeoutError{Waited: 61 * time.Second, MaxConns: 5, WebServerGaveUp: true})},
 		{CauseClientAborted, nil, upstream(outcome.ErrClientAborted)},
 		{CauseRequestTooLarge, nil, upstream(fmt.Errorf("%w: 2000000 bytes", fcgi.ErrParamsTooLarge))},
 		{CauseDownstreamInvalid, nil, upstream(&outcome.ProtocolError{Reason: "unexpected DATA record"})},

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/front"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
@@ -34,10 +35,27 @@ type Classifier struct {
 	// callers whose user sets them otherwise: fcgiscope request maps
 	// FCGISCOPE_UPSTREAM to --upstream. nil keeps the variable names.
 	SettingNames map[string]string
+	// Front says what nginx, in front of fcgiscope, is configured to do;
+	// nil means nothing is known of it, and nginx's defaults are assumed.
+	Front FrontSource
 	// LogWait bounds how long a failure waits for php-fpm's log line,
 	// which can come a few milliseconds after the connection dies;
 	// 0 means 300 ms.
 	LogWait time.Duration
+}
+
+// FrontSource gives what fcgiscope knows of the web server in front of it,
+// as *front.Watcher does.
+type FrontSource interface {
+	Front() *front.Front
+}
+
+// front returns what is known of nginx; nil when nothing is.
+func (c *Classifier) front() *front.Front {
+	if c.Front == nil {
+		return nil
+	}
+	return c.Front.Front()
 }
 
 // Diagnose explains t. It returns nil for a request that succeeded without
@@ -91,6 +109,7 @@ func (c *Classifier) failure(t *outcome.Trace) *Diagnosis {
 	var headErr *outcome.HeadTooLongError
 	var invalidErr *outcome.InvalidHeaderError
 	switch {
+	case errors.Is(err, outcome.ErrClientAborted) && c.webServerTimeout(t, d):
 	case errors.Is(err, outcome.ErrClientAborted):
 		d.Cause = CauseClientAborted
 		d.Detail = fmt.Sprintf("The web server closed its connection after %s, before the response was complete (phase: %s). The client went away, or nginx's fastcgi_read_timeout expired; fcgiscope closed the php-fpm connection.", seconds(t.Duration()), t.Phase())
@@ -113,14 +132,7 @@ func (c *Classifier) failure(t *outcome.Trace) *Diagnosis {
 		d.Cause = CauseDownstreamInvalid
 		d.Detail = err.Error() + "."
 	case errors.As(err, &queueErr):
-		d.Cause = CauseQueueTimeout
-		ev["max_conns"] = strconv.Itoa(queueErr.MaxConns)
-		ev["queue_ms"] = fmt.Sprintf("%.1f", ms(queueErr.Waited))
-		d.Detail = fmt.Sprintf("All %d upstream slots (FCGISCOPE_MAX_CONNS) stayed busy for %s (FCGISCOPE_QUEUE_TIMEOUT); the request was never sent to php-fpm.", queueErr.MaxConns, seconds(queueErr.Waited))
-		d.Hints = []string{
-			"The pool is saturated: find the slow scripts (request_slowlog_timeout, pm.status_path) or add workers (pm.max_children, then FCGISCOPE_MAX_CONNS).",
-			"A longer FCGISCOPE_QUEUE_TIMEOUT absorbs longer bursts at the cost of latency.",
-		}
+		c.queueFailure(queueErr, d)
 	case errors.As(err, &dialErr):
 		c.dialFailure(t, dialErr, d)
 		if t.DialAttempts > 1 {
@@ -169,7 +181,7 @@ func (c *Classifier) failure(t *outcome.Trace) *Diagnosis {
 		unexplained(d, fmt.Sprintf("Talking to %s failed: %v.", up, err))
 	}
 	switch d.Cause {
-	case CauseQueueTimeout, CauseBacklogFull, CauseConnectTimeout:
+	case CauseQueueTimeout, CauseWebServerTimeout, CauseBacklogFull, CauseConnectTimeout:
 		if summary := c.poolSummary(t); summary != "" {
 			ev["fpm_status"] = summary
 			d.Detail += " " + summary + "."

@@ -9,6 +9,7 @@ package nginxconf
 import (
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	crossplane "github.com/nginxinc/nginx-go-crossplane"
+
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
 // Directive is one nginx directive with includes resolved: where it is
@@ -444,4 +447,15 @@ func ParseSize(s string) (int64, bool) {
 		return 0, false
 	}
 	return n * mult, true
+}
+
+// ParseServerAddr reads the address of an upstream block's server line,
+// which is port 80 when it names none.
+func ParseServerAddr(s string) (fcgi.Addr, error) {
+	if !strings.HasPrefix(s, "unix:") {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			s = net.JoinHostPort(strings.Trim(s, "[]"), "80")
+		}
+	}
+	return fcgi.ParseAddr(s)
 }

@@ -44,13 +44,18 @@ func (e *ParamsTimeoutError) Error() string {
 }
 
 // QueueTimeoutError means no upstream slot became free within the queue
-// timeout.
+// timeout. WebServerGaveUp says that the wait lasted as long as the web
+// server waits for a response: it gave up on the request first.
 type QueueTimeoutError struct {
-	Waited   time.Duration
-	MaxConns int
+	Waited          time.Duration
+	MaxConns        int
+	WebServerGaveUp bool
 }
 
 func (e *QueueTimeoutError) Error() string {
+	if e.WebServerGaveUp {
+		return fmt.Sprintf("no upstream slot became free in %s (all %d in use), as long as the web server waits", e.Waited.Round(time.Millisecond), e.MaxConns)
+	}
 	return fmt.Sprintf("no upstream slot became free in %s (all %d in use)", e.Waited.Round(time.Millisecond), e.MaxConns)
 }
 

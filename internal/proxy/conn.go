@@ -341,20 +341,20 @@ func (c *conn) noteParams(q *request) error {
 func (c *conn) startUpstream(q *request) {
 	t := &q.trace
 	srv := c.srv
-	deadline := t.ParamsDone.Add(srv.QueueTimeout)
+	queueDeadline, patient := srv.queueDeadline(t.ParamsDone)
 	if srv.slots != nil {
 		t.QueueStart = time.Now()
 		ok := srv.slots.TryAcquire(1)
-		if !ok && srv.QueueTimeout > 0 {
+		if !ok && queueDeadline.After(t.QueueStart) {
 			srv.queued.Add(1)
-			ctx, cancel := context.WithDeadline(srv.ctx, deadline)
+			ctx, cancel := context.WithDeadline(srv.ctx, queueDeadline)
 			ok = srv.slots.Acquire(ctx, 1) == nil
 			cancel()
 			srv.queued.Add(-1)
 		}
 		t.QueueEnd = time.Now()
 		if !ok {
-			q.failEarly(&outcome.QueueTimeoutError{Waited: t.QueueEnd.Sub(t.QueueStart), MaxConns: srv.MaxConns})
+			q.failEarly(&outcome.QueueTimeoutError{Waited: t.QueueEnd.Sub(t.QueueStart), MaxConns: srv.MaxConns, WebServerGaveUp: patient})
 			return
 		}
 		q.slot = true
@@ -371,7 +371,7 @@ func (c *conn) startUpstream(q *request) {
 		srv.idle.shed()
 		var attempts int
 		var err error
-		up, attempts, err = srv.dialRetrying(deadline)
+		up, attempts, err = srv.dialRetrying(srv.retryDeadline(t.ParamsDone))
 		t.DialAttempts = attempts
 		if err != nil {
 			q.failEarly(err)

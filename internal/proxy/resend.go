@@ -43,7 +43,7 @@ func (q *request) mayResend(err error) bool {
 		return q.bodyKnownEmpty()
 	}
 	return srv.RetryClosed != nil && q.bodyKnownEmpty() &&
-		time.Now().Before(t.ParamsDone.Add(srv.QueueTimeout)) && srv.RetryClosed(t)
+		time.Now().Before(srv.retryDeadline(t.ParamsDone)) && srv.RetryClosed(t)
 }
 
 // bodyKnownEmpty reports whether the web server has sent the end of an
@@ -90,7 +90,7 @@ func (q *request) sendAgain(err error) bool {
 func (q *request) resend() error {
 	t := &q.trace
 	srv := q.c.srv
-	up, attempts, err := srv.dialRetrying(t.ParamsDone.Add(srv.QueueTimeout))
+	up, attempts, err := srv.dialRetrying(srv.retryDeadline(t.ParamsDone))
 	t.DialAttempts += attempts
 	if err != nil {
 		return err

@@ -77,8 +77,17 @@ type Server struct {
 	// QueueTimeout bounds how long a request may wait, for a MaxConns slot
 	// and for an upstream that refuses connections while it restarts:
 	// connection attempts that fail before any byte was sent are retried
-	// within it. 0 means no waiting and no retries.
+	// within it. 0 means no waiting and no retries. Patience, when set,
+	// takes its place.
 	QueueTimeout time.Duration
+	// Patience, when set, says how long the web server waits for a
+	// response (nginx's fastcgi_read_timeout), and the relay never fails
+	// a request sooner: a request waits for a slot until the web server
+	// has given up on it (then QueueTimeoutError.WebServerGaveUp is set),
+	// while connection attempts to a restarting upstream stop early
+	// enough that the explanation reaches the web server before its own
+	// timeout does.
+	Patience func() time.Duration
 	// RetryClosed, when set, is asked whether a request whose upstream
 	// connection closed before any response byte may be sent again. It is
 	// only asked for requests without a body whose method is GET, HEAD or
@@ -359,6 +368,33 @@ func (s *Server) ActiveConns() int {
 	defer s.mu.Unlock()
 	return len(s.conns)
 }
+
+// queueDeadline is when a request that began at start stops waiting for a
+// slot, and whether that is the web server's patience running out.
+func (s *Server) queueDeadline(start time.Time) (time.Time, bool) {
+	if s.Patience == nil {
+		return start.Add(s.QueueTimeout), false
+	}
+	// A moment past the web server's own timeout, so that a worker freed
+	// at the last moment still serves the request, as it would without
+	// the relay, and the web server's timeout is what ends the wait.
+	return start.Add(s.Patience() + patienceMargin), true
+}
+
+// retryDeadline is when connection attempts for a request that began at
+// start stop, so that its explanation reaches the web server in time.
+func (s *Server) retryDeadline(start time.Time) time.Time {
+	if s.Patience == nil {
+		return start.Add(s.QueueTimeout)
+	}
+	p := s.Patience()
+	return start.Add(p - min(patienceMargin, p/5))
+}
+
+// patienceMargin is how much the relay's waits differ from the web
+// server's: an explanation must arrive that long before the web server
+// gives up, a wait for a slot may outlast it by as much.
+const patienceMargin = time.Second
 
 // dialRetrying connects to the upstream, retrying with backoff until deadline
 // while the failure is one that happens before anything is sent: nothing

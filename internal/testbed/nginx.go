@@ -48,7 +48,10 @@ type Nginx struct {
 	// AccessLog has one line per request:
 	// $remote_addr "$request" $status $body_bytes_sent $request_time $upstream_status
 	AccessLog string
-	Dir       string
+	// ConfigPath is the nginx.conf written, for a fcgiscope that reads
+	// nginx's settings (FCGISCOPE_NGINX_CONFIG).
+	ConfigPath string
+	Dir        string
 
 	proc     *child.Child
 	stopOnce sync.Once
@@ -178,6 +181,7 @@ func StartNginx(t testing.TB, cfg NginxConfig) *Nginx {
 		Dir:       dir,
 	}
 	conf := filepath.Join(dir, "nginx.conf")
+	n.ConfigPath = conf
 	data := nginxTemplateData{
 		NginxConfig:   cfg,
 		Dir:           dir,

@@ -63,7 +63,7 @@ func (c *checkup) collectTargets() {
 				if hasArg(s, "down") {
 					continue
 				}
-				a, err := parseUpstreamServer(s.Arg(0))
+				a, err := nginxconf.ParseServerAddr(s.Arg(0))
 				if err != nil {
 					c.notChecked("%s:%d: server %s in upstream %s: %v", s.File, s.Line, s.Arg(0), u.Name, err)
 					continue
@@ -97,17 +97,6 @@ func hasArg(d *nginxconf.Directive, arg string) bool {
 		}
 	}
 	return false
-}
-
-// parseUpstreamServer reads the address of an upstream server line, which
-// defaults to port 80 when it has none.
-func parseUpstreamServer(s string) (fcgi.Addr, error) {
-	if !strings.HasPrefix(s, "unix:") {
-		if _, _, err := net.SplitHostPort(s); err != nil {
-			s = net.JoinHostPort(strings.Trim(s, "[]"), "80")
-		}
-	}
-	return fcgi.ParseAddr(s)
 }
 
 func appendDir(ds []*nginxconf.Directive, d *nginxconf.Directive) []*nginxconf.Directive {
