@@ -235,9 +235,24 @@ func (t *tail) open(atEnd bool) {
 		f.Close()
 		return
 	}
-	t.f, t.ino, t.off, t.partial = f, inode(fi), 0, nil
+	t.f, t.ino, t.off, t.partial, t.last = f, inode(fi), 0, nil, nil
 	if atEnd {
 		t.off = fi.Size()
+		b := make([]byte, min(t.off, lastLen))
+		n, _ := f.ReadAt(b, t.off-int64(len(b)))
+		t.remember(b[:n])
+	}
+}
+
+// lastLen is how many of the bytes before the offset tail compares to
+// notice a truncation.
+const lastLen = 64
+
+// remember keeps the last lastLen bytes read, however small the reads.
+func (t *tail) remember(b []byte) {
+	t.last = append(t.last, b...)
+	if len(t.last) > lastLen {
+		t.last = append(t.last[:0], t.last[len(t.last)-lastLen:]...)
 	}
 }
 
@@ -290,10 +305,7 @@ func (t *tail) drain() []string {
 	for {
 		n, err := t.f.ReadAt(buf, t.off)
 		t.off += int64(n)
-		if n > 0 {
-			keep := buf[max(0, n-64):n]
-			t.last = append(t.last[:0], keep...)
-		}
+		t.remember(buf[:n])
 		data := append(t.partial, buf[:n]...)
 		for {
 			i := bytes.IndexByte(data, '\n')
