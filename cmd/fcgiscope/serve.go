@@ -108,6 +108,10 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if cfg.queueAuto {
 		srv.Patience = func() time.Duration { return nginx.Front().ReadTimeout().Value }
 	}
+	srv.WebServerHeadLimit = func() (int, bool) {
+		f := nginx.Front()
+		return int(f.BufferSize().Value), f.Known()
+	}
 	ln, err := inheritedListener(environ)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")

@@ -68,6 +68,10 @@ var (
 		Title:   "The upstream sent malformed FastCGI",
 		Meaning: "malformed FastCGI: bad records, no STDOUT, CGI headers that never end",
 		Fix:     "check what sits at the address"}
+	CauseHeadTooBig = &Cause{ID: "response_header_too_big", Status: 502,
+		Title:   "The response's headers do not fit nginx's fastcgi_buffer_size",
+		Meaning: "the response's header block, as nginx buffers it (FastCGI framing included), is larger than `fastcgi_buffer_size`; nginx would answer a bare 502 \"upstream sent too big header\". Replaced when nginx's setting is known, else logged when nginx drops the connection after it",
+		Fix:     "raise `fastcgi_buffer_size` (and `fastcgi_buffers`) to the value the detail gives, or send smaller headers (cookies, debug headers)"}
 	CauseInvalidHeader = &Cause{ID: "upstream_invalid_header", Status: 502,
 		Title:   "php-fpm sent a header line nginx refuses",
 		Meaning: "a CGI header line nginx rejects as invalid (a space or control character in a name, a NUL byte, a stray CR, a Status that is not three digits); the evidence quotes the line",
@@ -146,7 +150,7 @@ var (
 var Causes = []*Cause{
 	CauseRefused, CauseSocketMissing, CauseSocketStale, CausePermissionDenied,
 	CauseBacklogFull, CauseConnectTimeout, CauseDNSFailed, CauseNotFastCGI,
-	CauseProtocolError, CauseInvalidHeader, CauseOverloaded, CauseWorkerTimeout, CauseWorkerCrashed,
+	CauseProtocolError, CauseHeadTooBig, CauseInvalidHeader, CauseOverloaded, CauseWorkerTimeout, CauseWorkerCrashed,
 	CauseWorkerDied, CauseReadTimeout, CauseQueueTimeout, CauseWebServerTimeout, CauseClientAborted,
 	CauseRequestTooLarge, CauseDownstreamInvalid, CauseShutdown, CauseUnexplained,
 	CauseScriptNotFound, CauseScriptDenied, CausePHPFatal, CauseMemory,

@@ -121,6 +121,7 @@ func TestEveryCauseIsProduced(t *testing.T) {
 		{CauseProtocolError, nil, afterRecords(&fcgi.VersionError{Header: [8]byte{9}})},
 		{CauseProtocolError, nil, upstream(&outcome.HeadTooLongError{Limit: 4096})},
 		{CauseProtocolError, nil, upstream(&outcome.ProtocolError{Upstream: true, Reason: "END_REQUEST came without any STDOUT"})},
+		{CauseHeadTooBig, nil, upstream(&outcome.HeadTooBigError{Bytes: 16500, Limit: 4096, Whole: true})},
 		{CauseInvalidHeader, nil, upstream(&outcome.InvalidHeaderError{Line: "Hello world", Why: "a space in the header name"})},
 		{CauseOverloaded, nil, upstream(&outcome.RejectedError{Status: fcgi.StatusOverloaded})},
 		{CauseWorkerTimeout, &Classifier{Pool: pool}, workerDeath(5100 * time.Millisecond)},

@@ -108,7 +108,10 @@ func (c *Classifier) failure(t *outcome.Trace) *Diagnosis {
 	var readErr *outcome.ReadTimeoutError
 	var headErr *outcome.HeadTooLongError
 	var invalidErr *outcome.InvalidHeaderError
+	var bigErr *outcome.HeadTooBigError
 	switch {
+	case errors.As(err, &bigErr):
+		c.headTooBig(t, bigErr, d)
 	case errors.Is(err, outcome.ErrClientAborted) && c.webServerTimeout(t, d):
 	case errors.Is(err, outcome.ErrClientAborted):
 		d.Cause = CauseClientAborted

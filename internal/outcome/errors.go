@@ -151,6 +151,34 @@ func (e *InvalidHeaderError) Error() string {
 	return fmt.Sprintf("upstream sent a CGI header line nginx refuses (%s): %q", e.Why, e.Line)
 }
 
+// HeadTooBigError means the response's head does not fit the buffer the
+// web server reads it into (nginx's fastcgi_buffer_size): Bytes is what it
+// takes in FastCGI records, framing included, or what it took when the
+// relay stopped reading it (Whole is false), and Limit the buffer's size.
+//
+// Err is set when the head was passed on, the buffer's size being only
+// assumed, and the web server then dropped the connection: it says how,
+// and errors.Is(err, ErrClientAborted) holds.
+type HeadTooBigError struct {
+	Bytes, Limit int
+	Whole        bool
+	Err          error
+}
+
+func (e *HeadTooBigError) Error() string {
+	more := ""
+	if !e.Whole {
+		more = " at least"
+	}
+	msg := fmt.Sprintf("the response head takes%s %d bytes, more than the web server's buffer of %d", more, e.Bytes, e.Limit)
+	if e.Err != nil {
+		msg += ", and the web server dropped the connection after it: " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *HeadTooBigError) Unwrap() error { return e.Err }
+
 // HeadTooLongError means the upstream's CGI headers did not end within
 // Limit bytes: an upstream that is not sending a CGI response, or one whose
 // headers nothing downstream would accept.

@@ -59,6 +59,11 @@ type Trace struct {
 	BytesIn, BytesOut int64
 	// UpstreamBytes counts STDOUT content bytes received from the upstream.
 	UpstreamBytes int64
+	// HeadBytes is what the response's CGI head took in FastCGI records,
+	// framing included, from the start of the response to the blank line:
+	// what a web server must hold in one buffer to read it. 0 until the
+	// head ended.
+	HeadBytes int
 	// UpstreamRecords counts the well-formed records the upstream sent.
 	UpstreamRecords int
 	// DialAttempts counts connection attempts, retries included;

@@ -54,6 +54,7 @@ func (c *conn) serve() {
 		// The response goroutine may still be finishing the last
 		// request; the buffers go back only when it is done.
 		if q := c.req; q != nil {
+			q.settleHead(nil)
 			<-q.respEnded
 		}
 		c.r.Reset(nil)
@@ -116,6 +117,7 @@ func (c *conn) abort() {
 // readFailed handles the end of the downstream stream.
 func (c *conn) readFailed(err error) {
 	q := c.req
+	defer q.settleHead(err)
 	timedOut := errors.Is(err, os.ErrDeadlineExceeded)
 	if q == nil || q.stdinDone && q.responseDone() {
 		if timedOut && c.srv.IdleTimeout > 0 {
@@ -137,6 +139,7 @@ func (c *conn) readFailed(err error) {
 		if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 			cause = fmt.Errorf("%w: %w", outcome.ErrClientAborted, err)
 		}
+		cause = q.dropped(cause)
 		if c.srv.closing.Load() && errors.Is(err, net.ErrClosed) {
 			cause = outcome.ErrShutdown
 		}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -705,6 +706,137 @@ func TestHeaderLineNginxRefusesIsExplained(t *testing.T) {
 		var ie *outcome.InvalidHeaderError
 		if tr := obs.next(t); !errors.As(tr.Err, &ie) || ie.Line != "Debug output here" || !tr.Replaced {
 			t.Errorf("hold %d: trace error %v, replaced %v", hold, tr.Err, tr.Replaced)
+		}
+	}
+}
+
+// A response head larger than the web server's known buffer is replaced by
+// an explanation, counted as the web server counts it (the record header
+// included); one that fits is untouched, even when fcgiscope's own
+// Server-Timing header is what would not fit (that header goes instead).
+func TestHeadLargerThanTheWebServerBufferIsExplained(t *testing.T) {
+	head := "Content-Type: text/html\r\nX-Big: " + strings.Repeat("a", 3000) + "\r\n\r\n"
+	size := fcgi.HeaderLen + len(head)
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
+		id, _, _, err := fcgitest.ReadRequest(fcgi.NewReader(conn))
+		if err != nil {
+			return
+		}
+		w := fcgi.NewWriter(conn)
+		w.WriteStream(fcgi.TypeStdout, id, []byte(head+"body"))
+		w.EndStream(fcgi.TypeStdout, id)
+		w.WriteEndRequest(id, fcgi.EndRequest{})
+		w.Flush()
+	})
+	for _, tc := range []struct {
+		name         string
+		limit, hold  int
+		known        bool
+		serverTiming bool
+		refused      bool
+	}{
+		{"fits exactly", size, 65536, true, false, false},
+		{"one byte over", size - 1, 65536, true, false, true},
+		{"fits without fcgiscope's Server-Timing", size, 65536, true, true, false},
+		{"over, but the limit is only assumed", size - 1, 65536, false, false, false},
+		{"over, with no hold-back (the head is held all the same)", size - 1, 0, true, false, true},
+	} {
+		obs := newTraces()
+		srv := &Server{Upstream: up, Observer: obs, HoldBytes: tc.hold, ServerTiming: tc.serverTiming,
+			WebServerHeadLimit: func() (int, bool) { return tc.limit, tc.known }}
+		addr := startProxy(t, srv)
+		resp, err := fcgitest.Do(context.Background(), addr, newReq())
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		tr := obs.next(t)
+		var big *outcome.HeadTooBigError
+		if tc.refused {
+			if !bytes.HasPrefix(resp.Stdout, []byte("Status: 502")) || !errors.As(tr.Err, &big) || big.Bytes != size || !big.Whole || big.Limit != tc.limit {
+				t.Errorf("%s: want a replacement 502 for a %d-byte head, got %q, trace error %v", tc.name, size, resp.Stdout, tr.Err)
+			}
+			continue
+		}
+		if !bytes.HasSuffix(resp.Stdout, []byte(head+"body")) || tr.Err != nil {
+			t.Errorf("%s: response changed: %.80q, trace error %v", tc.name, resp.Stdout, tr.Err)
+		}
+		if tc.serverTiming && bytes.Contains(resp.Stdout, []byte("Server-Timing")) {
+			t.Errorf("%s: fcgiscope's Server-Timing header made the head larger than the web server takes", tc.name)
+		}
+		if tc.hold > 0 && tr.HeadBytes != size {
+			t.Errorf("%s: HeadBytes %d, want %d", tc.name, tr.HeadBytes, size)
+		}
+	}
+}
+
+// When the web server's buffer is only assumed, a head larger than it is
+// passed on; a web server that then drops the connection with the response
+// unread (nginx refusing the head) ends the request with HeadTooBigError,
+// one that reads it all leaves it a success. The drop comes while the relay
+// still writes (a large body) or after it wrote everything (a small one).
+func TestHeadOverAnAssumedBufferIsJudgedByWhatTheWebServerDoes(t *testing.T) {
+	head := "Content-Type: text/html\r\nX-Big: " + strings.Repeat("a", 6000) + "\r\n\r\n"
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
+		_, params, _, err := fcgitest.ReadRequest(fcgi.NewReader(conn))
+		if err != nil {
+			return
+		}
+		n, _ := strconv.Atoi(params["BODY"])
+		w := fcgi.NewWriter(conn)
+		w.WriteStream(fcgi.TypeStdout, 1, []byte(head+strings.Repeat("b", n)))
+		w.EndStream(fcgi.TypeStdout, 1)
+		w.WriteEndRequest(1, fcgi.EndRequest{})
+		w.Flush()
+	})
+	for _, tc := range []struct {
+		network string
+		body    int
+		drop    bool
+	}{
+		{"unix", 10, true}, {"unix", 256 << 10, true}, {"unix", 10, false}, {"unix", 256 << 10, false},
+		{"tcp", 10, true}, {"tcp", 256 << 10, true}, {"tcp", 10, false}, {"tcp", 256 << 10, false},
+	} {
+		network, drop := tc.network, tc.drop
+		{
+			obs := newTraces()
+			srv := &Server{Upstream: up, Observer: obs, WebServerHeadLimit: func() (int, bool) { return 4096, false }}
+			var ln net.Listener
+			var err error
+			if network == "tcp" {
+				ln, err = net.Listen("tcp", "127.0.0.1:0")
+			} else {
+				ln, err = Listen(fcgi.Addr{Network: "unix", Address: filepath.Join(t.TempDir(), "down.sock")}, 0o600)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			go srv.Serve(ln)
+			conn, err := net.Dial(network, ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := fcgi.NewWriter(conn)
+			w.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.RoleResponder})
+			w.WriteStream(fcgi.TypeParams, 1, fcgi.AppendPair(fcgi.AppendPair(nil, "REQUEST_METHOD", "GET"), "BODY", strconv.Itoa(tc.body)))
+			w.EndStream(fcgi.TypeParams, 1)
+			w.EndStream(fcgi.TypeStdin, 1)
+			w.Flush()
+			if drop {
+				// As nginx does: read what fits the buffer, then close.
+				io.ReadFull(conn, make([]byte, 4096))
+			} else {
+				io.Copy(io.Discard, conn)
+			}
+			conn.Close()
+			tr := obs.next(t)
+			var big *outcome.HeadTooBigError
+			switch {
+			case drop && (!errors.As(tr.Err, &big) || !errors.Is(tr.Err, outcome.ErrClientAborted) || big.Bytes < len(head)):
+				t.Errorf("%+v: trace error %v, want a HeadTooBigError", tc, tr.Err)
+			case !drop && tr.Err != nil:
+				t.Errorf("%+v: trace error %v, want none", tc, tr.Err)
+			}
+			srv.Close()
 		}
 	}
 }

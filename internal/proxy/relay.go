@@ -16,6 +16,15 @@ type relay struct {
 	q    *request
 	head cgi.Scanner
 
+	// headRaw counts the raw bytes of the records since the response
+	// began, while its head is not complete: what the web server must
+	// hold in one buffer to read the head.
+	headRaw int
+	// timing is the Server-Timing record fcgiscope put ahead of the
+	// response, while it is held in hold at timingAt.
+	timing   []byte
+	timingAt int
+
 	holding         bool
 	hold            []byte  // raw records held back
 	holdBuf         *[]byte // hold's pooled buffer
@@ -64,12 +73,29 @@ func (q *request) relayResponse() {
 				break
 			}
 			if t.NoteStdout(len(content)) && srv.ServerTiming {
-				if err := r.forward(serverTimingRecord(q.id, t), false); err != nil {
+				rec := serverTimingRecord(q.id, t)
+				r.headRaw += len(rec)
+				if r.holding {
+					r.timing, r.timingAt = rec, len(r.hold)
+				}
+				if err := r.forward(rec, false); err != nil {
 					r.downstreamFailed(err)
 					return
 				}
 			}
-			r.head.Feed(content)
+			ended := r.head.Ended()
+			rest := r.head.Feed(content)
+			if !ended {
+				if !r.head.Ended() {
+					r.headRaw += len(ur.Raw())
+				} else {
+					t.HeadBytes = r.headRaw + fcgi.HeaderLen + len(content) - len(rest)
+					if err := r.headFits(); err != nil {
+						r.fail(err)
+						return
+					}
+				}
+			}
 			if r.head.Ended() && t.Status == 0 {
 				h := r.head.Head()
 				t.Status, t.ContentType = h.Status, h.ContentType
@@ -82,6 +108,11 @@ func (q *request) relayResponse() {
 			}
 		case fcgi.TypeStderr:
 			t.NoteStderr(content, srv.stderrExcerpt())
+			if !t.FirstByte.IsZero() && !r.head.Ended() {
+				// Once the response has begun, the web server keeps
+				// its stderr in the buffer the head must fit in.
+				r.headRaw += len(ur.Raw())
+			}
 		case fcgi.TypeEndRequest:
 			end, err := fcgi.ParseEndRequest(content)
 			if err != nil {
@@ -112,7 +143,11 @@ func (q *request) relayResponse() {
 			return
 		}
 		if r.holding && r.head.Done() && !r.head.Ended() {
-			r.fail(&outcome.HeadTooLongError{Limit: srv.maxHeaderBytes()})
+			err := r.headFits()
+			if err == nil {
+				err = &outcome.HeadTooLongError{Limit: srv.maxHeaderBytes()}
+			}
+			r.fail(err)
 			return
 		}
 		if err := r.forward(ur.Raw(), ur.Buffered() == 0); err != nil {
@@ -120,6 +155,60 @@ func (q *request) relayResponse() {
 			return
 		}
 	}
+}
+
+// headFits fails a response whose head, counted as the web server buffers
+// it, is larger than the web server takes, while nothing of it was sent on.
+// It is asked when the head has ended, or has grown past what fcgiscope
+// holds (then the size is a lower bound):
+// nginx would answer a bare 502 "upstream sent too big header". A response
+// is never refused on a guess: when the limit is only assumed, a whole
+// head over it is noted (request.bigHead), to be explained if the web
+// server drops the connection.
+func (r *relay) headFits() error {
+	f := r.q.c.srv.WebServerHeadLimit
+	if f == nil {
+		return nil
+	}
+	limit, known := f()
+	t := &r.q.trace
+	need := t.HeadBytes
+	if !r.head.Ended() {
+		need = r.headRaw
+	}
+	if limit <= 0 || need <= limit || r.forwardedStdout > 0 {
+		return nil
+	}
+	if r.dropTiming(need - limit) {
+		// Never worse than without fcgiscope: its own header is
+		// what did not fit, so it goes.
+		return nil
+	}
+	err := &outcome.HeadTooBigError{Bytes: need, Limit: limit, Whole: r.head.Ended()}
+	if known {
+		return err
+	}
+	if err.Whole && !r.q.keepConn {
+		r.q.suspectHead(err)
+	}
+	return nil
+}
+
+// dropTiming takes the held Server-Timing record out of the response when
+// that makes the head over bytes smaller, and reports whether it did.
+func (r *relay) dropTiming(over int) bool {
+	n, at := len(r.timing), r.timingAt
+	if n == 0 || n < over || !r.holding || len(r.hold) < at+n {
+		return false
+	}
+	r.hold = append(r.hold[:at], r.hold[at+n:]...)
+	r.heldStdout -= int64(r.timing[4])<<8 | int64(r.timing[5])
+	r.headRaw -= n
+	if t := &r.q.trace; t.HeadBytes > 0 {
+		t.HeadBytes -= n
+	}
+	r.timing = nil
+	return true
 }
 
 // serverTimingRecord returns a STDOUT record holding a Server-Timing header
@@ -186,7 +275,7 @@ func (r *relay) downstreamFailed(err error) {
 	if p := q.abortErr.Load(); p != nil {
 		t.Err = *p
 	} else {
-		t.Err = fmt.Errorf("%w: %w", outcome.ErrClientAborted, err)
+		t.Err = q.dropped(fmt.Errorf("%w: %w", outcome.ErrClientAborted, err))
 	}
 	t.End = time.Now()
 	q.endResponse()

@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/internal/cgi"
@@ -57,6 +60,12 @@ type request struct {
 	doneOnce   sync.Once
 	pending    atomic.Int32 // sides not yet finished
 	abortErr   atomic.Pointer[error]
+
+	// bigHead is a response head passed on although larger than the web
+	// server's assumed buffer; while set, the request's end waits for the
+	// web server's next move on the connection (settleHead), a third side.
+	bigHead     atomic.Pointer[outcome.HeadTooBigError]
+	headSettled sync.Once
 }
 
 func (q *request) responseDone() bool {
@@ -141,6 +150,45 @@ func (q *request) observe() {
 	c.srv.inFlight.Add(-1)
 }
 
+// suspectHead notes a response head passed on although larger than the web
+// server's assumed buffer. The web server then either reads the whole
+// response and closes, or drops the connection with the rest unread, which
+// the kernel reports to us as a reset; settleHead tells the two apart
+// before the request is logged.
+func (q *request) suspectHead(e *outcome.HeadTooBigError) {
+	q.pending.Add(1)
+	q.bigHead.Store(e)
+}
+
+// dropped returns err, an ending of the web server's connection, as a
+// HeadTooBigError when it came right after a suspect head.
+func (q *request) dropped(err error) error {
+	if e := q.bigHead.Load(); e != nil {
+		d := *e
+		d.Err = err
+		return &d
+	}
+	return err
+}
+
+// settleHead ends the wait for the web server's move after a suspect head:
+// a reset (ECONNRESET) means it refused the head. err is how the
+// connection's read ended, nil when it did not. It is called by the
+// connection goroutine, and is a no-op without a suspect head or when
+// called again.
+func (q *request) settleHead(err error) {
+	if q == nil || q.bigHead.Load() == nil {
+		return
+	}
+	q.headSettled.Do(func() {
+		<-q.respEnded // the response side is done with the Trace
+		if q.trace.Err == nil && errors.Is(err, syscall.ECONNRESET) {
+			q.trace.Err = q.dropped(fmt.Errorf("%w: %w", outcome.ErrClientAborted, err))
+		}
+		q.finishSide(true)
+	})
+}
+
 // markResponseDone lets the connection goroutine accept the next request. It
 // must be called before the final record goes downstream: the web server may
 // send its next request the moment it reads END_REQUEST.
@@ -220,7 +268,9 @@ func (q *request) endResponse() {
 		// whole request read nothing can be pending, so close at once;
 		// otherwise half-close, so that it sees the end, and give it a
 		// moment to stop sending before the close turns into a reset.
-		if bodyRead {
+		// After a suspect head, the connection stays open for the same
+		// moment to see whether the web server reads it all.
+		if bodyRead && q.bigHead.Load() == nil {
 			q.c.nc.Close()
 		} else {
 			if cw, ok := q.c.nc.(interface{ CloseWrite() error }); ok {

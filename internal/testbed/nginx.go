@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -53,6 +54,7 @@ type Nginx struct {
 	ConfigPath string
 	Dir        string
 
+	bin      string
 	proc     *child.Child
 	stopOnce sync.Once
 }
@@ -182,6 +184,7 @@ func StartNginx(t testing.TB, cfg NginxConfig) *Nginx {
 	}
 	conf := filepath.Join(dir, "nginx.conf")
 	n.ConfigPath = conf
+	n.bin = bin
 	data := nginxTemplateData{
 		NginxConfig:   cfg,
 		Dir:           dir,
@@ -199,22 +202,14 @@ func StartNginx(t testing.TB, cfg NginxConfig) *Nginx {
 		t.Fatalf("testbed: %v", err)
 	}
 
-	// -p keeps relative paths inside Dir and -e redirects the log nginx
-	// writes before it has read error_log from the config (on most builds
-	// /var/log/nginx/error.log, which non-root users cannot open).
-	args := []string{"-p", dir + "/", "-e", n.ErrorLog, "-c", conf}
-	check := exec.Command(bin, append([]string{"-t", "-q"}, args...)...)
-	check.Env = child.Env(nil)
-	if output, err := check.CombinedOutput(); err != nil {
-		t.Fatalf("testbed: nginx -t rejected %s: %v\n%s\nconfig:\n%s", conf, err, output, readFileString(conf))
-	}
+	n.check(t)
 
 	out, err := openLog(filepath.Join(dir, "nginx.out"))
 	if err != nil {
 		t.Fatalf("testbed: %v", err)
 	}
 	defer out.Close() // The child has its own copy.
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(bin, n.args()...)
 	cmd.Env = child.Env(nil)
 	cmd.Stdout, cmd.Stderr = out, out // Stdin stays nil, i.e. /dev/null.
 	// SIGTERM is nginx's fast shutdown, which also stops the workers.
@@ -236,6 +231,53 @@ func StartNginx(t testing.TB, cfg NginxConfig) *Nginx {
 	}
 	t.Logf("testbed: nginx pid %d serving %s -> %s (dir %s)", n.Pid, n.URL, cfg.FastCGIPass, dir)
 	return n
+}
+
+// args are the command-line arguments nginx runs with: -p keeps relative
+// paths inside Dir and -e redirects the log nginx writes before it has read
+// error_log from the config (on most builds /var/log/nginx/error.log, which
+// non-root users cannot open).
+func (n *Nginx) args() []string {
+	return []string{"-p", n.Dir + "/", "-e", n.ErrorLog, "-c", n.ConfigPath}
+}
+
+// check runs nginx -t on the config, so that a bad one fails the test with
+// nginx's own message.
+func (n *Nginx) check(t testing.TB) {
+	t.Helper()
+	check := exec.Command(n.bin, append([]string{"-t", "-q"}, n.args()...)...)
+	check.Env = child.Env(nil)
+	if output, err := check.CombinedOutput(); err != nil {
+		t.Fatalf("testbed: nginx -t rejected %s: %v\n%s\nconfig:\n%s", n.ConfigPath, err, output, readFileString(n.ConfigPath))
+	}
+}
+
+// Reload rewrites nginx.conf with edit, checks it with nginx -t and has
+// nginx reload it (SIGHUP), as an operator's `nginx -s reload` does. It
+// returns once nginx has started the new configuration's worker.
+func (n *Nginx) Reload(t testing.TB, edit func(conf string) string) {
+	t.Helper()
+	old := readFileString(n.ConfigPath)
+	conf := edit(old)
+	if conf == old {
+		t.Fatalf("testbed: Nginx.Reload: the edit changed nothing in %s", n.ConfigPath)
+	}
+	if err := os.WriteFile(n.ConfigPath, []byte(conf), 0o644); err != nil {
+		t.Fatalf("testbed: %v", err)
+	}
+	n.check(t)
+	before := strings.Count(n.ReadErrorLog(), "start worker process")
+	if err := n.proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("testbed: reloading nginx: %v", err)
+	}
+	deadline := time.Now().Add(readyTimeout)
+	for strings.Count(n.ReadErrorLog(), "start worker process") <= before {
+		if time.Now().After(deadline) {
+			t.Fatalf("testbed: nginx did not start a worker with the new configuration within %v\n%s", readyTimeout, tail(n.ReadErrorLog(), 20))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("testbed: nginx reloaded %s", n.ConfigPath)
 }
 
 // Stop stops nginx and waits for it: SIGQUIT (graceful), then after 5 s

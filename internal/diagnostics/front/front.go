@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -76,15 +77,30 @@ func (f *Front) ReadTimeout() Setting[time.Duration] {
 // BufferSize is nginx's fastcgi_buffer_size for fcgiscope's locations: the
 // largest, since a response head that fits it fits somewhere, and only one
 // that fits none is refused wherever the request came from.
-func (f *Front) BufferSize() Setting[int64] {
-	return pick(f, true, func(p *nginxconf.Pass) (int64, *nginxconf.Directive) {
-		return p.BufferSize.Value, p.BufferSize.Dir
-	}, nginxconf.DefaultBufferSize, "fastcgi_buffer_size")
+func (f *Front) BufferSize() Setting[Bytes] {
+	return pick(f, true, func(p *nginxconf.Pass) (Bytes, *nginxconf.Directive) {
+		return Bytes(p.BufferSize.Value), p.BufferSize.Dir
+	}, Bytes(nginxconf.DefaultBufferSize), "fastcgi_buffer_size")
+}
+
+// Bytes is a size as nginx's configuration writes it.
+type Bytes int64
+
+// String renders the size the way nginx users write it: 4k, 32k, 1m, or
+// bytes when it is no whole number of kilobytes.
+func (b Bytes) String() string {
+	switch {
+	case b != 0 && b%(1<<20) == 0:
+		return fmt.Sprintf("%dm", b>>20)
+	case b != 0 && b%(1<<10) == 0:
+		return fmt.Sprintf("%dk", b>>10)
+	}
+	return strconv.FormatInt(int64(b), 10)
 }
 
 // pick returns the largest (or smallest) value of a setting over the
 // passes, with where it is set and the other values.
-func pick[T int64 | time.Duration](f *Front, largest bool, get func(*nginxconf.Pass) (T, *nginxconf.Directive), def T, name string) Setting[T] {
+func pick[T ~int64](f *Front, largest bool, get func(*nginxconf.Pass) (T, *nginxconf.Directive), def T, name string) Setting[T] {
 	if !f.Known() {
 		return Setting[T]{Value: def, Where: "nginx's default, assumed: nginx's configuration is not known (FCGISCOPE_NGINX_CONFIG)"}
 	}

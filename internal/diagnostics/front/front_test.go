@@ -76,11 +76,19 @@ func TestLoadKeepsTheLocationsThatPassToFcgiscope(t *testing.T) {
 		t.Errorf("read timeout %s", rt)
 	}
 	bs := f.BufferSize()
-	if bs.Value != 32<<10 || !strings.HasSuffix(bs.Where, ":7") || len(bs.Others) != 1 || !strings.Contains(bs.Others[0], ":2") {
+	if bs.Value != 32<<10 || !strings.HasPrefix(bs.String(), "32k (") || !strings.HasSuffix(bs.Where, ":7") || len(bs.Others) != 1 || !strings.Contains(bs.Others[0], ":2") {
 		t.Errorf("buffer size %s", bs)
 	}
 	if d := f.Describe(); !strings.Contains(d, "2 locations") || !strings.Contains(d, conf) {
 		t.Errorf("Describe: %s", d)
+	}
+}
+
+func TestBytesAreWrittenAsInNginxConfiguration(t *testing.T) {
+	for b, want := range map[Bytes]string{4096: "4k", 32 << 10: "32k", 1 << 20: "1m", 1500: "1500", 0: "0", 3 << 19: "1536k"} {
+		if got := b.String(); got != want {
+			t.Errorf("Bytes(%d) = %q, want %q", int64(b), got, want)
+		}
 	}
 }
 
@@ -94,7 +102,7 @@ func TestWithoutNginxConfigurationTheDefaultsAreAssumedAndSaidSo(t *testing.T) {
 		if f.Known() || rt.Value != 60*time.Second || !strings.Contains(rt.Where, "not known") {
 			t.Errorf("%s: read timeout %s", f.Describe(), rt)
 		}
-		if bs := f.BufferSize(); bs.Value != int64(os.Getpagesize()) {
+		if bs := f.BufferSize(); bs.Value != Bytes(os.Getpagesize()) {
 			t.Errorf("buffer size %s", bs)
 		}
 	}
