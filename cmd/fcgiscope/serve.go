@@ -108,10 +108,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if cfg.queueAuto {
 		srv.Patience = func() time.Duration { return nginx.Front().ReadTimeout().Value }
 	}
-	srv.WebServerHeadLimit = func() (int, bool) {
-		f := nginx.Front()
-		return int(f.BufferSize().Value), f.Known()
-	}
+	srv.WebServerHeadLimits = func() (int, int) { return nginx.Front().HeadLimits() }
 	ln, err := inheritedListener(environ)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start")

@@ -19,7 +19,7 @@ func (c *Classifier) headTooBig(t *outcome.Trace, e *outcome.HeadTooBigError, d 
 	if !e.Whole {
 		size = "at least " + size
 	}
-	d.Detail = fmt.Sprintf("%s sent response headers that take %s as nginx buffers them, more than its fastcgi_buffer_size = %s; nginx refuses such a response with a bare 502 (\"upstream sent too big header\").", scriptName(t), size, bs)
+	d.Detail = fmt.Sprintf("%s sent response headers that take %s as nginx buffers them, more than a %s fastcgi_buffer_size holds (fastcgi_buffer_size = %s); nginx refuses such a response with a bare 502 (\"upstream sent too big header\").", scriptName(t), size, front.Bytes(e.Limit), bs)
 	if e.Err != nil {
 		d.Detail += " fcgiscope passed the response on, since nginx's setting is not known to it for sure, and nginx dropped the connection right after the headers."
 	}

@@ -743,7 +743,12 @@ func TestHeadLargerThanTheWebServerBufferIsExplained(t *testing.T) {
 	} {
 		obs := newTraces()
 		srv := &Server{Upstream: up, Observer: obs, HoldBytes: tc.hold, ServerTiming: tc.serverTiming,
-			WebServerHeadLimit: func() (int, bool) { return tc.limit, tc.known }}
+			WebServerHeadLimits: func() (int, int) {
+				if tc.known {
+					return tc.limit, tc.limit
+				}
+				return tc.limit, 0
+			}}
 		addr := startProxy(t, srv)
 		resp, err := fcgitest.Do(context.Background(), addr, newReq())
 		if err != nil {
@@ -799,7 +804,7 @@ func TestHeadOverAnAssumedBufferIsJudgedByWhatTheWebServerDoes(t *testing.T) {
 		network, drop := tc.network, tc.drop
 		{
 			obs := newTraces()
-			srv := &Server{Upstream: up, Observer: obs, WebServerHeadLimit: func() (int, bool) { return 4096, false }}
+			srv := &Server{Upstream: up, Observer: obs, WebServerHeadLimits: func() (int, int) { return 4096, 0 }}
 			var ln net.Listener
 			var err error
 			if network == "tcp" {

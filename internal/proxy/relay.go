@@ -160,35 +160,35 @@ func (q *request) relayResponse() {
 // headFits fails a response whose head, counted as the web server buffers
 // it, is larger than the web server takes, while nothing of it was sent on.
 // It is asked when the head has ended, or has grown past what fcgiscope
-// holds (then the size is a lower bound):
-// nginx would answer a bare 502 "upstream sent too big header". A response
-// is never refused on a guess: when the limit is only assumed, a whole
-// head over it is noted (request.bigHead), to be explained if the web
-// server drops the connection.
+// holds (then the size is a lower bound): nginx would answer a bare 502
+// "upstream sent too big header". A response is never refused on a guess:
+// a whole head that only may be too big is noted (request.suspectHead), to
+// be explained if the web server drops the connection.
 func (r *relay) headFits() error {
-	f := r.q.c.srv.WebServerHeadLimit
-	if f == nil {
+	f := r.q.c.srv.WebServerHeadLimits
+	if f == nil || r.forwardedStdout > 0 {
 		return nil
 	}
-	limit, known := f()
+	suspect, refuse := f()
 	t := &r.q.trace
 	need := t.HeadBytes
 	if !r.head.Ended() {
 		need = r.headRaw
 	}
-	if limit <= 0 || need <= limit || r.forwardedStdout > 0 {
-		return nil
+	limit := suspect
+	if refuse > 0 && need > refuse {
+		limit = refuse
 	}
-	if r.dropTiming(need - limit) {
-		// Never worse than without fcgiscope: its own header is
-		// what did not fit, so it goes.
+	if limit <= 0 || need <= limit || r.dropTiming(need-limit) {
+		// Never worse than without fcgiscope: when its own
+		// Server-Timing header is what does not fit, the header goes.
 		return nil
 	}
 	err := &outcome.HeadTooBigError{Bytes: need, Limit: limit, Whole: r.head.Ended()}
-	if known {
+	switch {
+	case limit == refuse:
 		return err
-	}
-	if err.Whole && !r.q.keepConn {
+	case err.Whole && !r.q.keepConn:
 		r.q.suspectHead(err)
 	}
 	return nil

@@ -110,15 +110,15 @@ type Server struct {
 	// php-fpm's request_terminate_timeout and request_slowlog_timeout,
 	// which count a worker waiting on a kept connection as busy.
 	UpstreamKeepAliveTimeout time.Duration
-	// WebServerHeadLimit, when set, gives the largest response head, in
-	// bytes of FastCGI records as they arrive, that the web server takes
-	// (nginx's fastcgi_buffer_size), and whether that is known or only
-	// assumed. A larger head fails, when the limit is known, while nothing
-	// of it was sent, so that an explanation stands in for the web
-	// server's bare 502. When it is only assumed the head is passed on,
+	// WebServerHeadLimits, when set, says which response heads the web
+	// server refuses, in bytes of FastCGI records as they arrive (nginx's
+	// fastcgi_buffer_size): every one larger than refuse (0: none for
+	// sure), and maybe one larger than suspect. A head over refuse fails
+	// while nothing of it was sent, so that an explanation stands in for
+	// the web server's bare 502. A head over suspect only is passed on,
 	// and if the web server then resets the connection the request ends
 	// with an outcome.HeadTooBigError.
-	WebServerHeadLimit func() (limit int, known bool)
+	WebServerHeadLimits func() (suspect, refuse int)
 	// ServerTiming adds a Server-Timing header to every response, with the
 	// time spent connecting to the upstream and waiting for its first byte,
 	// so that browser developer tools show where the time went.

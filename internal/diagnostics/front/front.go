@@ -83,6 +83,21 @@ func (f *Front) BufferSize() Setting[Bytes] {
 	}, Bytes(nginxconf.DefaultBufferSize), "fastcgi_buffer_size")
 }
 
+// HeadLimits says which response heads nginx refuses, in bytes of FastCGI
+// records: every one larger than refuse (0 when nginx's configuration is
+// not known), and possibly one larger than suspect, when it comes through a
+// location with a smaller fastcgi_buffer_size, or nginx's default is only
+// assumed.
+func (f *Front) HeadLimits() (suspect, refuse int) {
+	if !f.Known() {
+		return int(nginxconf.DefaultBufferSize), 0
+	}
+	smallest := pick(f, false, func(p *nginxconf.Pass) (int64, *nginxconf.Directive) {
+		return p.BufferSize.Value, p.BufferSize.Dir
+	}, 0, "fastcgi_buffer_size")
+	return int(smallest.Value), int(f.BufferSize().Value)
+}
+
 // Bytes is a size as nginx's configuration writes it.
 type Bytes int64
 
