@@ -127,7 +127,13 @@ func (s *failStack) waitLogLine(t *testing.T, id string) map[string]any {
 
 func waitLog(t *testing.T, p *testbed.Process, match func(map[string]any) bool) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	return waitLogFor(t, p, 5*time.Second, match)
+}
+
+// waitLogFor is waitLog with a deadline of its own, for lines written late.
+func waitLogFor(t *testing.T, p *testbed.Process, wait time.Duration, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(wait)
 	for {
 		sc := bufio.NewScanner(strings.NewReader(p.Output()))
 		sc.Buffer(nil, 1<<20)

@@ -115,3 +115,47 @@ func TestWaitOutlastingNginxIsLoggedAsWebServerTimeout(t *testing.T) {
 	}
 	<-busy
 }
+
+// nginx's fastcgi_read_timeout ends a request whose script goes on: nginx
+// answers 504 itself, and fcgiscope's log line, written once the script is
+// done, says web_server_timeout, names nginx's setting, and tells how the
+// script ended: it finished later, its output discarded, or php-fpm killed
+// it at request_terminate_timeout.
+func TestNginxTimeoutIsLoggedWithWhatPHPDidAfterwards(t *testing.T) {
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{StatusPath: "/fpm-status", RequestTerminateTimeout: 2 * time.Second})
+	ngx, p := nginxFirst(t, testbed.NginxConfig{ReadTimeout: 500 * time.Millisecond}, fpm.Addr,
+		"FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath, "FCGISCOPE_FPM_STATUS_INTERVAL=100ms")
+	for _, tc := range []struct {
+		uri  string
+		want []string
+	}{
+		{"/sleep.php?s=1.2", []string{"PHP went on and finished", "having run 1.2", "its output was discarded"}},
+		{"/sleep.php?s=5", []string{"php-fpm killed it at request_terminate_timeout = 2s (" + fpm.ConfigPath + ":"}},
+	} {
+		start := time.Now()
+		resp, err := http.Get(ngx.URL + tc.uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 504 || resp.Header.Get("X-Fcgiscope-Cause") != "" {
+			t.Fatalf("%s: %d %q, want nginx's own 504", tc.uri, resp.StatusCode, resp.Header.Get("X-Fcgiscope-Cause"))
+		}
+		answered := time.Since(start)
+		l := waitLogFor(t, p, 10*time.Second, func(l map[string]any) bool { return l["uri"] == tc.uri })
+		logged := time.Since(start)
+		detail := fmt.Sprint(l["detail"])
+		if l["outcome"] != "web_server_timeout" || !strings.Contains(detail, "fastcgi_read_timeout = 500ms ("+ngx.ConfigPath+":") {
+			t.Errorf("%s: log line %v", tc.uri, l)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(detail, w) {
+				t.Errorf("%s: the detail does not say %q:\n%s", tc.uri, w, detail)
+			}
+		}
+		if logged < answered+500*time.Millisecond {
+			t.Errorf("%s: logged %v after the request began, nginx answered after %v: the line cannot know how the script ended", tc.uri, logged, answered)
+		}
+		t.Logf("%s: nginx answered after %v, fcgiscope logged after %v: %s", tc.uri, answered.Round(time.Millisecond), logged.Round(time.Millisecond), l["evidence"].(map[string]any)["afterwards"])
+	}
+}

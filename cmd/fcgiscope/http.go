@@ -180,6 +180,7 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 		Pool:   pool,
 		Log:    fpmLog,
 		Finder: &diagnostics.Finder{},
+		Done:   ctx.Done(),
 		// One person waits for the page: a second for php-fpm's word on
 		// a dead worker costs nothing and survives a loaded machine.
 		LogWait: time.Second,

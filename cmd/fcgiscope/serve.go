@@ -48,6 +48,9 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		Log:    fpmLog,
 		Finder: &diagnostics.Finder{Exclude: []fcgi.Addr{cfg.listenAddr}},
 		Front:  nginx,
+		// Following a script nginx gave up on must not hold up a
+		// shutdown; what is known by then is logged.
+		Done: ctx.Done(),
 	}
 	var poller *fpm.Poller
 	if path := statusPath(&cfg, pool); path != "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
@@ -42,6 +43,16 @@ type Classifier struct {
 	// which can come a few milliseconds after the connection dies;
 	// 0 means 300 ms.
 	LogWait time.Duration
+	// FollowFor bounds how long the worker of a request the web server
+	// gave up on is followed, to learn how its script ended, when the
+	// pool's request_terminate_timeout does not bound it; 0 means 2
+	// minutes. The request's explanation waits for it.
+	FollowFor time.Duration
+	// Done, when closed, ends such follows at once, with what is known:
+	// fcgiscope is stopping.
+	Done <-chan struct{}
+
+	followed atomic.Int32 // requests being followed
 }
 
 // FrontSource gives what fcgiscope knows of the web server in front of it,
@@ -191,6 +202,12 @@ func (c *Classifier) failure(t *outcome.Trace) *Diagnosis {
 		}
 	case CauseWorkerTimeout, CauseWorkerCrashed, CauseWorkerDied:
 		c.addWorkerEvidence(t, d)
+	}
+	switch d.Cause {
+	case CauseWebServerTimeout:
+		c.afterwards(t, d, "nginx gave up")
+	case CauseClientAborted:
+		c.afterwards(t, d, "the web server closed the connection")
 	}
 	if t.Truncated {
 		ev["truncated"] = "true"

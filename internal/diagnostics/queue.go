@@ -71,8 +71,11 @@ func (c *Classifier) webServerTimeout(t *outcome.Trace, d *Diagnosis) bool {
 	if len(spent) > 0 {
 		how = ": " + strings.Join(spent, ", then ")
 	}
-	d.Detail = fmt.Sprintf("nginx gave up on the request after %s, at its %s = %s, and answered 504 itself%s. fcgiscope closed the php-fpm connection as nginx did; the script may still run until it finishes or request_terminate_timeout ends it.", seconds(t.Duration()), name, timeout, how)
-	d.Hints = []string{fmt.Sprintf("Make the script answer within %s, or raise %s (and request_terminate_timeout with it, so that php-fpm does not run on for nobody).", timeout.Value, name)}
+	d.Detail = fmt.Sprintf("nginx gave up on the request after %s, at its %s = %s, and answered 504 itself%s. fcgiscope closed the php-fpm connection as nginx did.", seconds(t.Duration()), name, timeout, how)
+	d.Hints = []string{
+		fmt.Sprintf("Make the script answer within %s, or raise %s (and request_terminate_timeout with it, so that php-fpm does not run on for nobody).", timeout.Value, name),
+		"Raising PHP's max_execution_time changes nothing here: nginx's timeout ended the request, not PHP's.",
+	}
 	if p := c.Pool; p != nil && t.QueueTime() > 0 {
 		d.Hints = append(d.Hints, fmt.Sprintf("The request waited for a worker: all pm.max_children = %d workers of pool %s%s were busy; find what keeps them busy, or add workers.", p.MaxChildren, p.Name, at(p.Settings["pm.max_children"].Where())))
 	}
