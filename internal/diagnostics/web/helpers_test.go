@@ -29,8 +29,12 @@ var (
 // okTrace is a request php-fpm answered in about 20 ms.
 // observe records t with its diagnosis, as the Explainer hands it over.
 func observe(r *Recorder, t *outcome.Trace) {
-	r.Record(t, (&diagnostics.Classifier{}).Diagnose(t))
+	r.Record(t, plainClassifier.Diagnose(t))
 }
+
+// plainClassifier is long-lived, as fcgiscope's own is, so that observe
+// allocates only what recording does.
+var plainClassifier = &diagnostics.Classifier{}
 
 func okTrace(i int) *outcome.Trace {
 	end := time.Now()
