@@ -29,6 +29,7 @@ import (
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/front"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/fcgitest"
 	"github.com/fcgiscope/fcgiscope/internal/httpgateway"
@@ -449,11 +450,20 @@ func TestKubernetesManifests(t *testing.T) {
 
 	t.Run("addresses agree", func(t *testing.T) {
 		cm, key := configMapFile(t, spec, nginx, "/etc/nginx/conf.d/"+nginxConfigKey)
-		site := parseNginxSite(t, cm+"/"+key, m.configMaps[cm].Data[key])
+		siteText := m.configMaps[cm].Data[key]
+		site := parseNginxSite(t, cm+"/"+key, siteText)
+		// fcgiscope reads the site nginx runs, from a mount that follows
+		// the ConfigMap's edits.
+		if ncm, nkey := configMapFile(t, spec, scope, env["FCGISCOPE_NGINX_CONFIG"]); ncm != cm || nkey != key {
+			t.Errorf("FCGISCOPE_NGINX_CONFIG is %s/%s in the ConfigMaps, nginx runs %s/%s", ncm, nkey, cm, key)
+		}
+		if mt := mountOf(scope, env["FCGISCOPE_NGINX_CONFIG"]); mt != nil && mt.SubPath != "" {
+			t.Errorf("fcgiscope mounts nginx's site with subPath %s: a subPath mount never sees the ConfigMap change", mt.SubPath)
+		}
 		cm, key = configMapFile(t, spec, php, "/usr/local/etc/php-fpm.d/"+fpmConfigKey)
 		fpmConf, pool := parsePool(t, cm+"/"+key, []byte(m.configMaps[cm].Data[key]))
 		checkStack(t, stack{
-			site: site, pool: pool, poolErrorLog: fpmConf.ErrorLog, env: env,
+			site: site, siteText: siteText, pool: pool, poolErrorLog: fpmConf.ErrorLog, env: env,
 			mounts: func(container, file string) string {
 				c := map[string]*corev1.Container{"nginx": nginx, "fcgiscope": scope, "php-fpm": php}[container]
 				if mt := mountOf(c, file); mt != nil {
@@ -500,7 +510,10 @@ func TestKubernetesManifests(t *testing.T) {
 // stack is what the containers of a deployment, compose or Kubernetes,
 // must agree on.
 type stack struct {
-	site         nginxSite
+	site nginxSite
+	// siteText is the nginx site, as fcgiscope reads it through
+	// FCGISCOPE_NGINX_CONFIG.
+	siteText     string
 	pool         *fpm.Pool
 	poolErrorLog string
 	env          map[string]string
@@ -546,6 +559,14 @@ func checkStack(t *testing.T, s stack) {
 		t.Errorf("FCGISCOPE_FPM_LOG=%s, php-fpm's error_log is %s", s.env["FCGISCOPE_FPM_LOG"], s.poolErrorLog)
 	}
 	shared(s.poolErrorLog, "fcgiscope", "php-fpm")
+	// fcgiscope finds, in nginx's site, the location that passes to it.
+	conf := filepath.Join(t.TempDir(), "default.conf")
+	if err := os.WriteFile(conf, []byte(s.siteText), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if f := front.Load(conf, listen); !f.Known() {
+		t.Errorf("fcgiscope does not find in nginx's site where it passes to %s: %s", listen, f.Describe())
+	}
 	if mode := s.env["FCGISCOPE_LISTEN_MODE"]; mode != "0660" {
 		t.Errorf("FCGISCOPE_LISTEN_MODE=%q, want 0660 with nginx's group", mode)
 	}
@@ -694,7 +715,10 @@ func TestComposeFile(t *testing.T) {
 	if got := p.hostFile(t, "fcgiscope", scope.Environment["FCGISCOPE_FPM_CONFIG"]); got != poolFile {
 		t.Errorf("fcgiscope reads %s, php-fpm runs %s", got, poolFile)
 	}
-	checkStack(t, stack{site: site, pool: pool, poolErrorLog: conf.ErrorLog, env: scope.Environment,
+	if got := p.hostFile(t, "fcgiscope", scope.Environment["FCGISCOPE_NGINX_CONFIG"]); got != nginxFile {
+		t.Errorf("fcgiscope reads %s as nginx's site, nginx runs %s", got, nginxFile)
+	}
+	checkStack(t, stack{site: site, siteText: string(read(t, nginxFile)), pool: pool, poolErrorLog: conf.ErrorLog, env: scope.Environment,
 		mounts: func(service, file string) string {
 			if m := p.mountOf(service, file); m != nil {
 				return m.source + ":" + m.target

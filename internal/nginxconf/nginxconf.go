@@ -67,6 +67,10 @@ type Config struct {
 	Files []string
 	// Problems are parts crossplane could not read; they were skipped.
 	Problems []string
+	// Fragment says that Main has server or upstream blocks at its top
+	// level: a file nginx includes inside http (conf.d/*.conf,
+	// sites-enabled/*), read as if it were inside http.
+	Fragment bool
 
 	User            *Directive // nil: nginx's default, nobody
 	WorkerProcesses int
@@ -190,9 +194,25 @@ type scope struct {
 // Read parses the configuration whose main file is main, opening files
 // with open and expanding include patterns with glob. File names in the
 // result are the ones nginx sees; source says where it came from.
-func Read(source, main string, open func(string) (io.ReadCloser, error), glob func(string) ([]string, error)) (*Config, error) {
+func Read(source, main string, open func(string) (io.ReadCloser, error), glob func(string) ([]string, error)) (cfg *Config, err error) {
+	// crossplane v0.4.48 closes the file it failed to open when an
+	// explicit include is missing, so a failed open must still return
+	// something to close; and as a guard for other such slips, a panic
+	// in the parser is a configuration that cannot be read, not a crash.
+	openOrEmpty := func(name string) (io.ReadCloser, error) {
+		f, err := open(name)
+		if err != nil {
+			return io.NopCloser(strings.NewReader("")), err
+		}
+		return f, nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			cfg, err = nil, fmt.Errorf("reading nginx configuration %s: the parser failed: %v", main, r)
+		}
+	}()
 	payload, err := crossplane.Parse(main, &crossplane.ParseOptions{
-		Open:                      open,
+		Open:                      openOrEmpty,
 		Glob:                      glob,
 		SkipDirectiveContextCheck: true,
 		SkipDirectiveArgsCheck:    true,
@@ -201,7 +221,7 @@ func Read(source, main string, open func(string) (io.ReadCloser, error), glob fu
 	if err != nil {
 		return nil, fmt.Errorf("reading nginx configuration %s: %w", main, err)
 	}
-	cfg := &Config{Source: source, Main: main}
+	cfg = &Config{Source: source, Main: main}
 	for _, c := range payload.Config {
 		cfg.Files = append(cfg.Files, c.File)
 	}
@@ -248,6 +268,7 @@ func inline(p *crossplane.Payload, dirs crossplane.Directives, file string, via 
 
 func (c *Config) interpret(top []*Directive) {
 	c.WorkerProcesses = 1
+	hasHTTP := false
 	for _, d := range top {
 		switch d.Name {
 		case "user":
@@ -261,7 +282,14 @@ func (c *Config) interpret(top []*Directive) {
 			}
 		case "http":
 			c.http(d)
+			hasHTTP = true
+		case "server", "upstream":
+			c.Fragment = true
 		}
+	}
+	c.Fragment = c.Fragment && !hasHTTP
+	if c.Fragment {
+		c.http(&Directive{Name: "http", Block: top})
 	}
 }
 

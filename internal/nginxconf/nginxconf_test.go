@@ -3,6 +3,7 @@ package nginxconf
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -120,5 +121,41 @@ func TestPassSettingsAreInheritedWithTheirDirective(t *testing.T) {
 	check("api ignore_client_abort", api.IgnoreClientAbort.Value, true, api.IgnoreClientAbort.Dir, 13)
 	if php.BufferSize.Dir.File != filepath.Join(dir, "php.conf") {
 		t.Errorf("fastcgi_buffer_size comes from %s, want the included file", php.BufferSize.Dir.File)
+	}
+}
+
+// A site file from conf.d, read on its own (a Kubernetes sidecar gets only
+// that), is read as if inside http; an include it names that is not there
+// (fastcgi_params, relative to another prefix) is a problem noted, not a
+// crash.
+func TestSiteFileIsReadAsInsideHTTP(t *testing.T) {
+	site := filepath.Join(t.TempDir(), "default.conf")
+	text := `upstream sidecar { server unix:/sockets/fcgiscope.sock; keepalive 8; }
+server {
+    listen 8080;
+    fastcgi_buffer_size 16k;
+    location ~ \.php$ {
+        include fastcgi_params;
+        fastcgi_read_timeout 120s;
+        fastcgi_pass sidecar;
+    }
+}
+`
+	if err := os.WriteFile(site, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Fragment || len(cfg.Passes) != 1 || cfg.Upstream("sidecar") == nil {
+		t.Fatalf("fragment %v, %d passes, upstream %v", cfg.Fragment, len(cfg.Passes), cfg.Upstream("sidecar"))
+	}
+	p := cfg.Passes[0]
+	if p.ReadTimeout.Value != 120*time.Second || p.BufferSize.Value != 16<<10 || p.BufferSize.Dir.Line != 4 {
+		t.Errorf("read timeout %v, buffer size %d at line %d", p.ReadTimeout.Value, p.BufferSize.Value, p.BufferSize.Dir.Line)
+	}
+	if len(cfg.Problems) == 0 || !strings.Contains(strings.Join(cfg.Problems, " "), "fastcgi_params") {
+		t.Errorf("problems %v: the missing include is not reported", cfg.Problems)
 	}
 }
