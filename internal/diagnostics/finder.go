@@ -52,7 +52,15 @@ func (f *Finder) Responders() []hostprobe.Responder {
 	defer cancel()
 	// A partial list is still worth probing.
 	cands, _ := hostprobe.Listening()
-	f.cached = hostprobe.FindFastCGI(ctx, cands, f.Exclude...)
+	// A new slice: callers may still hold the last one.
+	f.cached = nil
+	for _, r := range hostprobe.FindFastCGI(ctx, cands, f.Exclude...) {
+		// Another fcgiscope answers FastCGI too, but is no php-fpm to
+		// send requests to.
+		if _, relay := r.Values[fcgi.ValueRelayUpstream]; !relay {
+			f.cached = append(f.cached, r)
+		}
+	}
 	f.at = time.Now()
 	return f.cached
 }

@@ -134,3 +134,16 @@ const (
 	ValueMaxReqs   = "FCGI_MAX_REQS"
 	ValueMPXSConns = "FCGI_MPXS_CONNS"
 )
+
+// Names that fcgiscope's relay adds to every GET_VALUES_RESULT, asked for or
+// not. They are no part of FastCGI: they tell a probe that it reached
+// fcgiscope, where fcgiscope relays to and which limits it applies, so that
+// fcgiscope doctor can follow the chain from nginx to php-fpm. A probe only
+// reads them and never asks: some php-fpm versions spin on a name they do
+// not know.
+const (
+	ValueRelayUpstream       = "FCGISCOPE_UPSTREAM"
+	ValueRelayReadTimeout    = "FCGISCOPE_READ_TIMEOUT"  // a Go duration; 0s is none
+	ValueRelayQueueTimeout   = "FCGISCOPE_QUEUE_TIMEOUT" // a Go duration, or "auto": as long as the web server waits
+	ValueRelayMaxHeaderBytes = "FCGISCOPE_MAX_HEADER_BYTES"
+)

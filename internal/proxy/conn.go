@@ -206,6 +206,7 @@ func (c *conn) handleManagement(h fcgi.Header) error {
 		if err != nil {
 			return &outcome.ProtocolError{Reason: "bad GET_VALUES: " + err.Error()}
 		}
+		body = c.srv.appendRelayValues(body)
 		return c.writeLocked(func(w *fcgi.Writer) error {
 			return w.WriteRecord(fcgi.TypeGetValuesResult, 0, body)
 		})

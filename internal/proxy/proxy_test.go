@@ -220,6 +220,11 @@ func TestGetValuesIsAnsweredByTheRelay(t *testing.T) {
 	if _, ok := v["UNKNOWN"]; ok {
 		t.Errorf("unknown variable answered: %v", v)
 	}
+	// Unasked, it says that it is fcgiscope, where it relays and its limits.
+	if v[fcgi.ValueRelayUpstream] != "unix:/nonexistent/php.sock" || v[fcgi.ValueRelayReadTimeout] != "0s" ||
+		v[fcgi.ValueRelayQueueTimeout] != "0s" || v[fcgi.ValueRelayMaxHeaderBytes] != strconv.Itoa(DefaultMaxHeaderBytes) {
+		t.Errorf("GET_VALUES_RESULT = %v, want fcgiscope's own variables", v)
+	}
 }
 
 func TestSecondConcurrentRequestIsRefusedWithCantMPXConn(t *testing.T) {

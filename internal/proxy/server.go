@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -451,6 +452,19 @@ func (s *Server) dial(ctx context.Context) (net.Conn, error) {
 		return nil, &outcome.DialError{Addr: s.Upstream, Err: err}
 	}
 	return conn, nil
+}
+
+// appendRelayValues appends the variables by which a probe knows fcgiscope
+// (see fcgi.ValueRelayUpstream) to a GET_VALUES_RESULT body.
+func (s *Server) appendRelayValues(body []byte) []byte {
+	queue := s.QueueTimeout.String()
+	if s.Patience != nil {
+		queue = "auto"
+	}
+	body = fcgi.AppendPair(body, fcgi.ValueRelayUpstream, s.Upstream.String())
+	body = fcgi.AppendPair(body, fcgi.ValueRelayReadTimeout, s.ReadTimeout.String())
+	body = fcgi.AppendPair(body, fcgi.ValueRelayQueueTimeout, queue)
+	return fcgi.AppendPair(body, fcgi.ValueRelayMaxHeaderBytes, strconv.Itoa(s.maxHeaderBytes()))
 }
 
 func (s *Server) maxHeaderBytes() int {

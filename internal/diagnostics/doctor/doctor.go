@@ -110,6 +110,9 @@ type Probe struct {
 	OK  bool     `json:"ok"`
 	// LatencyMS is the round trip of the GET_VALUES probe.
 	LatencyMS float64 `json:"latency_ms,omitempty"`
+	// Relays is set when fcgiscope answered there: the address it relays
+	// to, probed in turn.
+	Relays string `json:"relays,omitempty"`
 	// Ping is the ping.path request, when the pool has one.
 	Ping       string  `json:"ping,omitempty"`
 	PingMS     float64 `json:"ping_ms,omitempty"`
@@ -118,7 +121,9 @@ type Probe struct {
 	Cause string `json:"cause,omitempty"`
 	Error string `json:"error,omitempty"`
 
-	err error
+	err    error
+	values map[string]string // the GET_VALUES_RESULT
+	relay  fcgi.Addr
 }
 
 // Report is what Check found.
@@ -187,7 +192,7 @@ type Doctor struct {
 	// Probe reaches one address live: it connects and asks for
 	// GET_VALUES. Failures to connect are *outcome.DialError. nil means the
 	// real probe (hostprobe's).
-	Probe func(ctx context.Context, addr fcgi.Addr) (latency time.Duration, err error)
+	Probe func(ctx context.Context, addr fcgi.Addr) (hostprobe.Responder, error)
 	// Responders lists the FastCGI servers answering on this host, for
 	// "php-fpm answers there instead"; nil scans the host.
 	Responders func(ctx context.Context) []hostprobe.Responder
@@ -299,6 +304,9 @@ type target struct {
 	// upstream is the block it is a server of, if any.
 	upstream *nginxconf.Upstream
 	pool     *fpm.Pool
+	// via is the fcgiscope that relays nginx's requests here, when the
+	// target was found by following one.
+	via *target
 }
 
 func (c *checkup) add(f Finding) {

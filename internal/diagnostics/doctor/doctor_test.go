@@ -20,21 +20,21 @@ import (
 
 // refuseAll stands in for the live probe on fixtures: TCP addresses refuse,
 // unix sockets are missing, as on a machine where php-fpm is stopped.
-func refuseAll(_ context.Context, a fcgi.Addr) (time.Duration, error) {
+func refuseAll(_ context.Context, a fcgi.Addr) (hostprobe.Responder, error) {
 	errno := syscall.ECONNREFUSED
 	if a.Network == "unix" {
 		errno = syscall.ENOENT
 	}
-	return 0, &outcome.DialError{Addr: a, Err: &net.OpError{Op: "dial", Net: a.Network, Err: os.NewSyscallError("connect", errno)}}
+	return hostprobe.Responder{}, &outcome.DialError{Addr: a, Err: &net.OpError{Op: "dial", Net: a.Network, Err: os.NewSyscallError("connect", errno)}}
 }
 
 // answer makes the fake probe answer on the given addresses and refuse
 // elsewhere.
-func answer(addrs ...string) func(context.Context, fcgi.Addr) (time.Duration, error) {
-	return func(ctx context.Context, a fcgi.Addr) (time.Duration, error) {
+func answer(addrs ...string) func(context.Context, fcgi.Addr) (hostprobe.Responder, error) {
+	return func(ctx context.Context, a fcgi.Addr) (hostprobe.Responder, error) {
 		for _, s := range addrs {
 			if a.String() == s {
-				return 300 * time.Microsecond, nil
+				return hostprobe.Responder{Addr: a, Latency: 300 * time.Microsecond}, nil
 			}
 		}
 		return refuseAll(ctx, a)
@@ -76,7 +76,7 @@ func TestFixtures(t *testing.T) {
 	tests := []struct {
 		name         string
 		nginx, fpm   string
-		probe        func(context.Context, fcgi.Addr) (time.Duration, error)
+		probe        func(context.Context, fcgi.Addr) (hostprobe.Responder, error)
 		masters      []FPMMaster
 		want         []want
 		absent       []string

@@ -366,3 +366,47 @@ func TestKeepaliveAndCapacity(t *testing.T) {
 	requireFinding(t, r, want{"pool_capacity", SeverityWarning, []string{"pm.max_children 2 × memory_limit 64.0 GiB", "OOM killer", "worker_crashed"}})
 	requireNo(t, r, "fastcgi_pass_unreachable")
 }
+
+// When nginx passes to fcgiscope, the doctor says so, follows fcgiscope to
+// the php-fpm behind it, and checks fcgiscope's own limits against nginx's.
+func TestChainThroughFcgiscope(t *testing.T) {
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{})
+	sidecar := func(t *testing.T, upstream string, env ...string) string {
+		listen := "unix:" + filepath.Join(testbed.ShortTempDir(t), "fcgiscope.sock")
+		testbed.StartFcgiscope(t, append([]string{"FCGISCOPE_LISTEN=" + listen, "FCGISCOPE_LISTEN_MODE=0666",
+			"FCGISCOPE_UPSTREAM=" + upstream, "FCGISCOPE_NGINX_CONFIG=-", "FCGISCOPE_FPM_CONFIG=" + fpm.ConfigPath}, env...)...)
+		return listen
+	}
+
+	t.Run("working", func(t *testing.T) {
+		listen := sidecar(t, fpm.Addr)
+		conf := writeNginx(t, nginxSite{Pass: listen})
+		r := check(t, &Doctor{NginxConf: conf, FPMConf: fpm.ConfigPath})
+		requireFinding(t, r, want{"fcgiscope_in_chain", SeverityInfo, []string{listen, "relays to " + fpm.Addr, conf + ":21"}})
+		requireNo(t, r, "fastcgi_pass_unknown_pool", "fcgiscope_queue_sooner", "fcgiscope_read_sooner", "fcgiscope_header_limit")
+		if r.Errors() != 0 {
+			t.Errorf("%d errors on a working chain", r.Errors())
+		}
+		// The pool behind fcgiscope is the one nginx's timeouts are
+		// checked against.
+		requireFinding(t, r, want{"timeout_order", SeverityWarning, []string{"pool www"}})
+	})
+
+	t.Run("php-fpm behind fcgiscope is down", func(t *testing.T) {
+		gone := "unix:" + filepath.Join(testbed.ShortTempDir(t), "php-fpm.sock")
+		listen := sidecar(t, gone)
+		conf := writeNginx(t, nginxSite{Pass: listen})
+		r := check(t, &Doctor{NginxConf: conf, FPMConf: fpm.ConfigPath})
+		requireFinding(t, r, want{"fastcgi_pass_unreachable", SeverityError, []string{"fcgiscope at " + listen + ", which relays them to " + gone,
+			conf + ":21", "upstream_socket_missing", "Set fcgiscope's FCGISCOPE_UPSTREAM=" + fpm.Addr}})
+	})
+
+	t.Run("fcgiscope gives up sooner than nginx", func(t *testing.T) {
+		listen := sidecar(t, fpm.Addr, "FCGISCOPE_QUEUE_TIMEOUT=5s", "FCGISCOPE_READ_TIMEOUT=30s", "FCGISCOPE_MAX_HEADER_BYTES=4096")
+		conf := writeNginx(t, nginxSite{Pass: listen, Extra: "            fastcgi_buffer_size 16k;"})
+		r := check(t, &Doctor{NginxConf: conf, FPMConf: fpm.ConfigPath})
+		requireFinding(t, r, want{"fcgiscope_queue_sooner", SeverityWarning, []string{"FCGISCOPE_QUEUE_TIMEOUT=5s", "fastcgi_read_timeout 60s", conf + ":21"}})
+		requireFinding(t, r, want{"fcgiscope_read_sooner", SeverityWarning, []string{"FCGISCOPE_READ_TIMEOUT=30s"}})
+		requireFinding(t, r, want{"fcgiscope_header_limit", SeverityWarning, []string{"FCGISCOPE_MAX_HEADER_BYTES", conf + ":20", "16384"}})
+	})
+}

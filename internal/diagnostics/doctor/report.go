@@ -96,6 +96,9 @@ func (r *Report) WriteText(w io.Writer, color bool) error {
 			var status string
 			if pr.OK {
 				status = fmt.Sprintf("answers FastCGI in %.1f ms", pr.LatencyMS)
+				if pr.Relays != "" {
+					status = fmt.Sprintf("fcgiscope answers in %.1f ms; it relays to %s", pr.LatencyMS, pr.Relays)
+				}
 				if pr.Ping != "" {
 					status += fmt.Sprintf("; ping %s: %s in %.1f ms", pr.Ping, pr.PingResult, pr.PingMS)
 				}

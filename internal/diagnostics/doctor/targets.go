@@ -137,13 +137,14 @@ func dialable(a fcgi.Addr) fcgi.Addr {
 	return a
 }
 
-// probeAll reaches every target and every pool's listen address at once.
+// probeAll reaches every target and every pool's listen address at once,
+// and then what the fcgiscope instances among them relay to.
 func (c *checkup) probeAll(ctx context.Context) {
 	c.probes = map[fcgi.Addr]*Probe{}
 	var order []fcgi.Addr
-	add := func(a fcgi.Addr, pool *fpm.Pool) *Probe {
-		if p := c.probes[a]; p != nil {
-			return p
+	add := func(a fcgi.Addr, pool *fpm.Pool) {
+		if c.probes[a] != nil {
+			return
 		}
 		p := &Probe{Addr: a.String()}
 		if pool != nil {
@@ -151,10 +152,10 @@ func (c *checkup) probeAll(ctx context.Context) {
 		}
 		c.probes[a] = p
 		order = append(order, a)
-		return p
 	}
 	for _, t := range c.targets {
-		p := add(t.addr, t.pool)
+		add(t.addr, t.pool)
+		p := c.probes[t.addr]
 		for _, r := range t.refs {
 			p.Via = append(p.Via, fmt.Sprintf("%s:%d", r.File, r.Line))
 		}
@@ -166,16 +167,42 @@ func (c *checkup) probeAll(ctx context.Context) {
 			}
 		}
 	}
-	var wg sync.WaitGroup
+	c.probeEach(ctx, order)
+	// A chain of fcgiscope instances is followed a few steps, no more: a
+	// loop would otherwise never end.
+	for range 3 {
+		before := len(order)
+		for _, t := range c.followRelays() {
+			add(t.addr, t.pool)
+			p := c.probes[t.addr]
+			p.Via = append(p.Via, "fcgiscope at "+t.via.addr.String())
+		}
+		if len(order) == before {
+			break
+		}
+		c.probeEach(ctx, order[before:])
+	}
 	for _, a := range order {
+		c.report.Probes = append(c.report.Probes, *c.probes[a])
+	}
+}
+
+// probeEach probes the addresses at once.
+func (c *checkup) probeEach(ctx context.Context, addrs []fcgi.Addr) {
+	var wg sync.WaitGroup
+	for _, a := range addrs {
 		p := c.probes[a]
 		wg.Go(func() {
 			start := time.Now()
-			latency, err := c.d.probe(ctx, a)
+			r, err := c.d.probe(ctx, a)
 			p.err = err
 			if err == nil {
 				p.OK = true
-				p.LatencyMS = ms(latency)
+				p.LatencyMS = ms(r.Latency)
+				p.values = r.Values
+				if up, ok := relaysTo(r); ok {
+					p.relay, p.Relays = up, up.String()
+				}
 				return
 			}
 			p.Error = err.Error()
@@ -185,20 +212,58 @@ func (c *checkup) probeAll(ctx context.Context) {
 		})
 	}
 	wg.Wait()
-	for _, a := range order {
-		c.report.Probes = append(c.report.Probes, *c.probes[a])
-	}
 }
 
-func (d *Doctor) probe(ctx context.Context, a fcgi.Addr) (time.Duration, error) {
+// relaysTo reports where the fcgiscope that answered r relays to, when it
+// is one.
+func relaysTo(r hostprobe.Responder) (fcgi.Addr, bool) {
+	v, ok := r.Values[fcgi.ValueRelayUpstream]
+	if !ok {
+		return fcgi.Addr{}, false
+	}
+	a, err := fcgi.ParseAddr(v)
+	return a, err == nil
+}
+
+// followRelays adds, for every target where fcgiscope answered, the
+// address it relays to as a target of its own, reached through it; it
+// returns the targets it added.
+func (c *checkup) followRelays() []*target {
+	var added []*target
+	for _, t := range c.targets {
+		pr := c.probes[t.addr]
+		if pr == nil || pr.relay.IsZero() {
+			continue
+		}
+		next := dialable(pr.relay)
+		var nt *target
+		for _, x := range c.targets {
+			if x.addr == next {
+				nt = x
+			}
+		}
+		if nt == nil {
+			nt = &target{addr: next, via: t}
+			if c.fpm != nil {
+				nt.pool = c.fpm.PoolFor(pr.relay)
+			}
+			c.targets = append(c.targets, nt)
+			added = append(added, nt)
+		}
+		// The passes that reach fcgiscope reach what it relays to: the
+		// pool's timeouts are checked against theirs.
+		for _, p := range t.passes {
+			nt.passes = appendPass(nt.passes, p)
+		}
+	}
+	return added
+}
+
+func (d *Doctor) probe(ctx context.Context, a fcgi.Addr) (hostprobe.Responder, error) {
 	if d.Probe != nil {
 		return d.Probe(ctx, a)
 	}
-	r, err := hostprobe.Options{Timeout: d.timeout()}.Probe(ctx, a)
-	if err != nil {
-		return 0, err
-	}
-	return r.Latency, nil
+	return hostprobe.Options{Timeout: d.timeout()}.Probe(ctx, a)
 }
 
 // classify explains a probe failure the way the sidecar would explain a
@@ -279,7 +344,9 @@ func (c *checkup) alternatives(ctx context.Context, not fcgi.Addr) []alternative
 	}
 	if len(out) == 0 {
 		for _, r := range c.hostResponders(ctx) {
-			if seen[r.Addr] {
+			if _, relay := relaysTo(r); seen[r.Addr] || relay {
+				// A fcgiscope is no place to send requests to
+				// instead of php-fpm.
 				continue
 			}
 			seen[r.Addr] = true
@@ -346,12 +413,20 @@ func (c *checkup) checkTargets(ctx context.Context) {
 		if pr == nil {
 			continue
 		}
+		if pr.OK && !pr.relay.IsZero() {
+			c.relayFound(t, pr)
+			continue
+		}
 		if pr.OK {
-			if t.pool == nil && c.fpm != nil && len(t.refs) > 0 {
+			if t.pool == nil && c.fpm != nil && (len(t.refs) > 0 || t.via != nil) {
+				refs := t.refs
+				if t.via != nil {
+					refs = t.via.refs
+				}
 				c.add(Finding{ID: "fastcgi_pass_unknown_pool", Severity: SeverityInfo,
 					Title:  fmt.Sprintf("%s answers FastCGI, but no pool in %s listens there", t.addr, c.fpm.Path),
 					Detail: "Another php-fpm (another configuration, a container) serves this address, so the php-fpm checks in this report are not about it.",
-					Nginx:  locs(t.refs),
+					Nginx:  locs(refs),
 					Fix:    "Give that php-fpm's configuration with --fpm to check it too."})
 			}
 			continue
@@ -369,7 +444,12 @@ func (c *checkup) targetFailure(ctx context.Context, t *target, pr *Probe) {
 		f.Detail = diag.Detail
 	}
 	who := "nginx sends FastCGI requests to " + t.addr.String()
-	if len(t.refs) == 0 {
+	switch {
+	case t.via != nil:
+		who = fmt.Sprintf("nginx sends FastCGI requests to fcgiscope at %s, which relays them to %s", t.via.addr, t.addr)
+		f.Nginx = locs(t.via.refs)
+		f.Impact = fmt.Sprintf("fcgiscope answers every request sent there with a %d and the explanation (%s), where nginx alone would answer a bare error.", causeStatus(diag), f.Cause)
+	case len(t.refs) == 0:
 		who = t.addr.String() + " was checked"
 	}
 	pool := t.pool
@@ -460,6 +540,9 @@ func (c *checkup) targetFailure(ctx context.Context, t *target, pr *Probe) {
 func (c *checkup) repointFix(ctx context.Context, t *target) string {
 	alts := c.alternatives(ctx, t.addr)
 	if len(alts) == 0 {
+		if t.via != nil {
+			return fmt.Sprintf("Start php-fpm on %s, or set fcgiscope's FCGISCOPE_UPSTREAM to the listen address of your php-fpm pool (listen = ... in the pool file).", t.addr)
+		}
 		if len(t.refs) == 0 {
 			return "Start php-fpm, or use the listen address of its pool (listen = ... in the pool file)."
 		}
@@ -467,7 +550,10 @@ func (c *checkup) repointFix(ctx context.Context, t *target) string {
 	}
 	best := alts[0]
 	var b strings.Builder
-	if len(t.refs) == 0 {
+	switch {
+	case t.via != nil:
+		fmt.Fprintf(&b, "Set fcgiscope's FCGISCOPE_UPSTREAM=%s (%s) and restart fcgiscope.", best.addr, best.why)
+	case len(t.refs) == 0:
 		fmt.Fprintf(&b, "Use %s: %s.", best.addr, best.why)
 	}
 	for i, r := range t.refs {
