@@ -241,6 +241,10 @@ func warnSoonerThanNginx(cfg *serveConfig, f *front.Front, log zerolog.Logger) {
 		log.Warn().Str("fastcgi_read_timeout", rt.String()).
 			Msgf("FCGISCOPE_QUEUE_TIMEOUT=%s fails a request that waits for a free php-fpm worker after %s, but nginx waits up to %s and would have served it; unset FCGISCOPE_QUEUE_TIMEOUT to wait as long as nginx does", cfg.QueueTimeout, cfg.queueTimeout, rt.Value)
 	}
+	if bs := f.BufferSize(); cfg.MaxHeaderBytes > 0 && int64(cfg.MaxHeaderBytes) < int64(bs.Value) {
+		log.Warn().Str("fastcgi_buffer_size", bs.String()).
+			Msgf("FCGISCOPE_MAX_HEADER_BYTES=%d refuses response headers that nginx takes (up to %s); raise it to at least %d", cfg.MaxHeaderBytes, bs.Value, int64(bs.Value))
+	}
 	if cfg.ReadTimeout > 0 && cfg.ReadTimeout < rt.Value {
 		log.Warn().Str("fastcgi_read_timeout", rt.String()).
 			Msgf("FCGISCOPE_READ_TIMEOUT=%s fails a request whose script is silent for %s, but nginx waits up to %s; raise it above nginx's fastcgi_read_timeout or set it to 0", cfg.ReadTimeout, cfg.ReadTimeout, rt.Value)

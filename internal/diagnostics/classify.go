@@ -180,7 +180,10 @@ func (c *Classifier) failure(t *outcome.Trace) *Diagnosis {
 	case errors.As(err, &headErr):
 		d.Cause = CauseProtocolError
 		d.Detail = fmt.Sprintf("%s sent CGI headers that did not end within %d bytes (FCGISCOPE_MAX_HEADER_BYTES): it is not sending a CGI response, or its headers are far larger than any web server accepts.", up, headErr.Limit)
-		d.Hints = []string{"Check what the script sends before its first blank line (huge cookies, debug headers), and that the upstream is php-fpm."}
+		d.Hints = []string{
+			"Check what the script sends before its first blank line (huge cookies, debug headers), and that the upstream is php-fpm.",
+			fmt.Sprintf("nginx takes response headers up to its fastcgi_buffer_size = %s; FCGISCOPE_MAX_HEADER_BYTES should be no smaller.", c.front().BufferSize()),
+		}
 	case errors.As(err, &protoErr):
 		d.Cause = CauseProtocolError
 		d.Detail = fmt.Sprintf("%s broke the FastCGI protocol: %s.", up, protoErr.Reason)
@@ -188,7 +191,12 @@ func (c *Classifier) failure(t *outcome.Trace) *Diagnosis {
 	case errors.As(err, &readErr):
 		d.Cause = CauseReadTimeout
 		d.Detail = fmt.Sprintf("php-fpm sent nothing for longer than FCGISCOPE_READ_TIMEOUT (%s) after %s in total; fcgiscope gave up and closed the connection. The script may still be running in its worker.", readErr.Timeout, seconds(t.Duration()))
-		d.Hints = []string{"Make the script answer sooner (flush output early for long jobs), or raise FCGISCOPE_READ_TIMEOUT."}
+		rt := c.front().ReadTimeout()
+		d.Evidence["fastcgi_read_timeout"] = rt.String()
+		d.Hints = []string{
+			"Make the script answer sooner (flush output early for long jobs), or raise FCGISCOPE_READ_TIMEOUT.",
+			fmt.Sprintf("nginx's own limit is fastcgi_read_timeout = %s; FCGISCOPE_READ_TIMEOUT=0 leaves the limit to nginx, as without fcgiscope.", rt),
+		}
 	case errors.Is(err, outcome.ErrNoEndRequest):
 		c.workerGone(t, d)
 	default:

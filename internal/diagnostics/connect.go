@@ -33,7 +33,7 @@ func (c *Classifier) dialFailure(t *outcome.Trace, de *outcome.DialError, d *Dia
 	case errors.Is(err, syscall.ENOENT):
 		d.Cause = CauseSocketMissing
 		d.Detail = fmt.Sprintf("The socket file %s does not exist: php-fpm is not running, or listens somewhere else.", addr.Address)
-		d.Hints = append(d.Hints, "Start php-fpm (systemctl start php8.2-fpm, or your image's entrypoint) and compare its pool's listen = ... with FCGISCOPE_UPSTREAM.")
+		d.Hints = append(d.Hints, c.listenHint(addr, "Start php-fpm (systemctl start php8.2-fpm, or your image's entrypoint) and compare its pool's listen = ... with FCGISCOPE_UPSTREAM."))
 		d.Hints = append(d.Hints, c.nearbyHints(addr)...)
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		d.Cause = CausePermissionDenied
@@ -54,14 +54,14 @@ func (c *Classifier) dialFailure(t *outcome.Trace, de *outcome.DialError, d *Dia
 	case errors.Is(err, syscall.ECONNREFUSED) && unix:
 		d.Cause = CauseSocketStale
 		d.Detail = fmt.Sprintf("The socket file %s exists, but no process accepts connections on it: php-fpm died without removing it, or is restarting.", addr.Address)
-		d.Hints = []string{"Check whether php-fpm runs (pgrep -a php-fpm) and start it; it replaces the stale file when it starts."}
+		d.Hints = []string{c.listenHint(addr, "Check whether php-fpm runs (pgrep -a php-fpm) and start it; it replaces the stale file when it starts.")}
 		d.Hints = append(d.Hints, c.finderHints(t)...)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		d.Cause = CauseRefused
 		d.Detail = fmt.Sprintf("Nothing accepts connections on %s (connection refused).", addr)
 		hints := c.finderHints(t)
-		if len(hints) == 0 {
-			hints = []string{"Start php-fpm, or set FCGISCOPE_UPSTREAM to the listen address of its pool (listen = ... in the pool file)."}
+		if len(hints) == 0 || c.Pool != nil {
+			hints = append([]string{c.listenHint(addr, "Start php-fpm, or set FCGISCOPE_UPSTREAM to the listen address of its pool (listen = ... in the pool file).")}, hints...)
 		}
 		d.Hints = hints
 	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
@@ -103,4 +103,18 @@ func (c *Classifier) nearbyHints(addr fcgi.Addr) []string {
 		hints = append(hints, fmt.Sprintf("A socket exists at %s: if that is php-fpm, set FCGISCOPE_UPSTREAM=%s.", a, a))
 	}
 	return hints
+}
+
+// listenHint says what to do about an upstream address that does not
+// answer, in the words of the pool's own listen setting when the pool's
+// configuration is known, or else says otherwise.
+func (c *Classifier) listenHint(addr fcgi.Addr, otherwise string) string {
+	p := c.Pool
+	if p == nil || !p.Listen.IsSet() {
+		return otherwise
+	}
+	if p.ListenAddr != addr {
+		return fmt.Sprintf("fcgiscope connects to %s (FCGISCOPE_UPSTREAM), but pool %s has listen = %s (%s): set FCGISCOPE_UPSTREAM=%s, or change the pool's listen.", addr, p.Name, p.Listen.Value, p.Listen.Where(), p.ListenAddr)
+	}
+	return fmt.Sprintf("Pool %s has listen = %s (%s), so php-fpm is not running or is restarting: start it (systemctl start php8.2-fpm, or your image's entrypoint); it listens there once it runs.", p.Name, p.Listen.Value, p.Listen.Where())
 }

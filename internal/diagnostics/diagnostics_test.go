@@ -337,3 +337,28 @@ func TestExplainerGivesNoDiagnosisToARequestThatWentWell(t *testing.T) {
 		t.Errorf("sink got %v, want one nil diagnosis", s.diags)
 	}
 }
+
+// A socket that is not there is explained in the words of the pool's own
+// listen setting, with its file and line: the mismatch, or php-fpm down.
+func TestMissingSocketNamesThePoolsListen(t *testing.T) {
+	pool := &fpm.Pool{Name: "www", ListenAddr: fcgi.Addr{Network: "unix", Address: "/run/php/php8.2-fpm.sock"},
+		Listen: fpm.Setting{Key: "listen", Value: "/run/php/php8.2-fpm.sock", File: "/etc/php/8.2/fpm/pool.d/www.conf", Line: 41}}
+	c := &Classifier{Pool: pool}
+	d := c.Diagnose(dialFailure("unix", "/run/php/php-fpm.sock", syscall.ENOENT))
+	if d.Cause != CauseSocketMissing || !hintsSay(d, "pool www has listen = /run/php/php8.2-fpm.sock (/etc/php/8.2/fpm/pool.d/www.conf:41): set FCGISCOPE_UPSTREAM=unix:/run/php/php8.2-fpm.sock") {
+		t.Errorf("mismatch: %s %q", d.Cause.ID, d.Hints)
+	}
+	d = c.Diagnose(dialFailure("unix", "/run/php/php8.2-fpm.sock", syscall.ECONNREFUSED))
+	if d.Cause != CauseSocketStale || !hintsSay(d, "Pool www has listen = /run/php/php8.2-fpm.sock (/etc/php/8.2/fpm/pool.d/www.conf:41), so php-fpm is not running") {
+		t.Errorf("stale: %s %q", d.Cause.ID, d.Hints)
+	}
+}
+
+func hintsSay(d *Diagnosis, s string) bool {
+	for _, h := range d.Hints {
+		if strings.Contains(h, s) {
+			return true
+		}
+	}
+	return false
+}

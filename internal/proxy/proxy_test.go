@@ -850,3 +850,39 @@ func TestHeadOverAnAssumedBufferIsJudgedByWhatTheWebServerDoes(t *testing.T) {
 		}
 	}
 }
+
+// A connection attempt that times out (php-fpm's TCP listen queue full) is
+// tried again while the web server still waits, as nginx itself would wait
+// for its fastcgi_connect_timeout; without the web server's patience known,
+// FCGISCOPE_CONNECT_TIMEOUT bounds it.
+func TestConnectTimeoutIsRetriedWhileTheWebServerWaits(t *testing.T) {
+	up := fakeUpstream(t, echoUpstream)
+	for _, patient := range []bool{true, false} {
+		var attempts sync.Map
+		stalls := 2
+		srv := &Server{Upstream: up, Observer: newTraces(), ConnectTimeout: 100 * time.Millisecond, QueueTimeout: 5 * time.Second,
+			Dial: func(ctx context.Context, a fcgi.Addr) (net.Conn, error) {
+				n, _ := attempts.LoadOrStore("n", new(int))
+				if *n.(*int)++; *n.(*int) <= stalls {
+					<-ctx.Done() // a SYN nobody answers
+					return nil, ctx.Err()
+				}
+				var d net.Dialer
+				return d.DialContext(ctx, a.Network, a.Address)
+			}}
+		if patient {
+			srv.Patience = func() time.Duration { return 5 * time.Second }
+		}
+		addr := startProxy(t, srv)
+		resp, err := fcgitest.Do(context.Background(), addr, newReq("ECHO", "x"))
+		switch {
+		case patient && (err != nil || !bytes.Contains(resp.Stdout, []byte("201 Created"))):
+			t.Errorf("with the web server's patience known: %v %q, want the request served after the stalled attempts", err, resp.Stdout)
+		case !patient && (err != nil || !bytes.HasPrefix(resp.Stdout, []byte("Status: 502"))):
+			t.Errorf("without it: %v %q, want the failure explained after one attempt", err, resp.Stdout)
+		}
+		if n, _ := attempts.Load("n"); !patient && *n.(*int) != 1 {
+			t.Errorf("without the web server's patience known: %d attempts, want 1", *n.(*int))
+		}
+	}
+}

@@ -410,11 +410,23 @@ const patienceMargin = time.Second
 // while the failure is one that happens before anything is sent: nothing
 // listens (a restart), no socket file (a graceful stop), a full listen queue
 // (a burst). It returns the number of attempts made.
+//
+// When the relay knows how long the web server waits (Patience), a connect
+// that times out is tried again too, as long as the web server would have
+// waited for it (nginx waits fastcgi_connect_timeout, 60 s by default, where
+// ConnectTimeout would give up sooner), and no attempt outlasts deadline.
 func (s *Server) dialRetrying(deadline time.Time) (net.Conn, int, error) {
 	backoff := 10 * time.Millisecond
+	ctx := s.ctx
+	if s.Patience != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(s.ctx, deadline)
+		defer cancel()
+	}
 	for attempt := 1; ; attempt++ {
-		conn, err := s.dial(s.ctx)
-		if err == nil || !retryableDial(err) || time.Now().Add(backoff).After(deadline) || s.ctx.Err() != nil {
+		conn, err := s.dial(ctx)
+		retry := retryableDial(err) || (s.Patience != nil && isTimeout(err))
+		if err == nil || !retry || time.Now().Add(backoff).After(deadline) || s.ctx.Err() != nil {
 			return conn, attempt, err
 		}
 		time.Sleep(backoff)
@@ -424,6 +436,12 @@ func (s *Server) dialRetrying(deadline time.Time) (net.Conn, int, error) {
 
 func retryableDial(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.EAGAIN)
+}
+
+// isTimeout reports whether a connection attempt ran out of time.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ETIMEDOUT) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 func (s *Server) dial(ctx context.Context) (net.Conn, error) {
