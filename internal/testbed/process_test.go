@@ -64,8 +64,16 @@ func TestStartServe(t *testing.T) {
 				fakeServeEnv + "=1", "FAKE_DELAY=1", "FCGISCOPE_LISTEN=ignored:1",
 				"FCGISCOPE_LISTEN=" + listen, "FCGISCOPE_UPSTREAM=unix:/x.sock",
 			})
-			out := p.Output()
-			if !strings.Contains(out, `"msg":"listening","args":"serve"`) || !strings.Contains(out, `"upstream":"unix:/x.sock"`) {
+			// The fake writes its lines just after it listens, so they
+			// may come a moment after the port is ready.
+			started := func(out string) bool {
+				return strings.Contains(out, `"msg":"listening","args":"serve"`) && strings.Contains(out, `"upstream":"unix:/x.sock"`)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for !started(p.Output()) && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if out := p.Output(); !started(out) {
 				t.Errorf("output lacks the startup lines:\n%s", out)
 			}
 			p.Stop()
