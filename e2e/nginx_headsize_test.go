@@ -66,6 +66,10 @@ func TestHeadTooBigForNginxIsExplained(t *testing.T) {
 		}
 	}
 
+	if !strings.Contains(ngx.ReadErrorLog(), "fcgiscope: response_header_too_big: ") {
+		t.Errorf("nginx's error log lacks fcgiscope's line:\n%s", ngx.ReadErrorLog())
+	}
+
 	// The largest header nginx alone takes, found by bisection, is taken
 	// through fcgiscope too, and one byte more is refused by both.
 	lo, hi := 2000, 16000

@@ -122,7 +122,7 @@ func TestWaitOutlastingNginxIsLoggedAsWebServerTimeout(t *testing.T) {
 // script ended: it finished later, its output discarded, or php-fpm killed
 // it at request_terminate_timeout.
 func TestNginxTimeoutIsLoggedWithWhatPHPDidAfterwards(t *testing.T) {
-	fpm := testbed.StartFPM(t, testbed.FPMConfig{StatusPath: "/fpm-status", RequestTerminateTimeout: 2 * time.Second})
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{StatusPath: "/fpm-status", RequestTerminateTimeout: 2 * time.Second, SlowlogTimeout: time.Second})
 	ngx, p := nginxFirst(t, testbed.NginxConfig{ReadTimeout: 500 * time.Millisecond}, fpm.Addr,
 		"FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath, "FCGISCOPE_FPM_STATUS_INTERVAL=100ms")
 	for _, tc := range []struct {
@@ -130,7 +130,7 @@ func TestNginxTimeoutIsLoggedWithWhatPHPDidAfterwards(t *testing.T) {
 		want []string
 	}{
 		{"/sleep.php?s=1.2", []string{"PHP went on and finished", "having run 1.2", "its output was discarded"}},
-		{"/sleep.php?s=5", []string{"php-fpm killed it at request_terminate_timeout = 2s (" + fpm.ConfigPath + ":"}},
+		{"/sleep.php?s=5", []string{"php-fpm killed it at request_terminate_timeout = 2s (" + fpm.ConfigPath + ":", "php-fpm's slowlog caught it in usleep()"}},
 	} {
 		start := time.Now()
 		resp, err := http.Get(ngx.URL + tc.uri)

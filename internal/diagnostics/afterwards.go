@@ -63,11 +63,11 @@ func (c *Classifier) afterwards(t *outcome.Trace, d *Diagnosis, gaveUp string) {
 	defer tick.Stop()
 	for {
 		if s, ok := f.look(); ok {
-			say(s)
+			say(s + f.stack())
 			return
 		}
 		if !time.Now().Before(deadline) {
-			say(f.stillRunning())
+			say(f.stillRunning() + f.stack())
 			return
 		}
 		select {
@@ -109,6 +109,7 @@ func (f *follower) look() (string, bool) {
 			return e.Kind == fpm.EventTimedOut && e.Script == t.Script && (f.pid == 0 || e.Pid == f.pid)
 		})
 		if ok {
+			f.pid = killed.Pid
 			return f.killed(killed), true
 		}
 		if f.pid != 0 {
@@ -155,6 +156,22 @@ func (f *follower) look() (string, bool) {
 		return "", false
 	}
 	return fmt.Sprintf("its worker (pid %d) left php-fpm's status page within %s after %s: it was killed or crashed.", f.pid, seconds(at.Sub(t.End)), f.gaveUp), true
+}
+
+// stack adds where php-fpm's slowlog caught the script, when it did: the
+// line a slow request was at tells what to make faster.
+func (f *follower) stack() string {
+	if f.c.Slowlog == nil || f.pid == 0 {
+		return ""
+	}
+	entry, ok := f.c.Slowlog.Find(f.pid, f.t.DialStart, 0)
+	if !ok {
+		return ""
+	}
+	if top, ok := entry.Top(); ok {
+		return fmt.Sprintf(" php-fpm's slowlog caught it in %s.", top)
+	}
+	return ""
 }
 
 // find looks for the request's worker on a status page taken at at: busy
