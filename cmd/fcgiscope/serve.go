@@ -109,7 +109,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		Log:                      log,
 	}
 	if cfg.queueAuto {
-		srv.Patience = func() time.Duration { return nginx.Front().ReadTimeout().Value }
+		srv.Patience = func() time.Duration { return nginx.Front().Patience() }
 	}
 	srv.WebServerHeadLimits = func() (int, int) { return nginx.Front().HeadLimits() }
 	ln, err := inheritedListener(environ)

@@ -87,15 +87,33 @@ func (f *Front) BufferSize() Setting[Bytes] {
 // records: every one larger than refuse (0 when nginx's configuration is
 // not known), and possibly one larger than suspect, when it comes through a
 // location with a smaller fastcgi_buffer_size, or nginx's default is only
-// assumed.
+// assumed. The relay asks for every response, so it builds no text.
 func (f *Front) HeadLimits() (suspect, refuse int) {
 	if !f.Known() {
 		return int(nginxconf.DefaultBufferSize), 0
 	}
-	smallest := pick(f, false, func(p *nginxconf.Pass) (int64, *nginxconf.Directive) {
-		return p.BufferSize.Value, p.BufferSize.Dir
-	}, 0, "fastcgi_buffer_size")
-	return int(smallest.Value), int(f.BufferSize().Value)
+	for i, p := range f.Passes {
+		n := int(p.BufferSize.Value)
+		if i == 0 || n < suspect {
+			suspect = n
+		}
+		refuse = max(refuse, n)
+	}
+	return suspect, refuse
+}
+
+// Patience is how long nginx waits for a response from fcgiscope: the
+// Value of ReadTimeout, without the text that goes with it, for the relay,
+// which asks for every request.
+func (f *Front) Patience() time.Duration {
+	if !f.Known() {
+		return nginxconf.DefaultTimeout
+	}
+	var longest time.Duration
+	for _, p := range f.Passes {
+		longest = max(longest, p.ReadTimeout.Value)
+	}
+	return longest
 }
 
 // Bytes is a size as nginx's configuration writes it.

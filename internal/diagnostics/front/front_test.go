@@ -79,6 +79,9 @@ func TestLoadKeepsTheLocationsThatPassToFcgiscope(t *testing.T) {
 	if bs.Value != 32<<10 || !strings.HasPrefix(bs.String(), "32k (") || !strings.HasSuffix(bs.Where, ":7") || len(bs.Others) != 1 || !strings.Contains(bs.Others[0], ":2") {
 		t.Errorf("buffer size %s", bs)
 	}
+	if p := f.Patience(); p != rt.Value {
+		t.Errorf("Patience = %v, want the read timeout's %v", p, rt.Value)
+	}
 	if suspect, refuse := f.HeadLimits(); suspect != 16<<10 || refuse != 32<<10 {
 		t.Errorf("HeadLimits = %d, %d: want the smallest buffer to suspect a head, the largest to refuse it", suspect, refuse)
 	}
@@ -107,6 +110,9 @@ func TestWithoutNginxConfigurationTheDefaultsAreAssumedAndSaidSo(t *testing.T) {
 		}
 		if bs := f.BufferSize(); bs.Value != Bytes(os.Getpagesize()) {
 			t.Errorf("buffer size %s", bs)
+		}
+		if p := f.Patience(); p != rt.Value {
+			t.Errorf("Patience = %v, want the read timeout's %v", p, rt.Value)
 		}
 		if suspect, refuse := f.HeadLimits(); suspect != os.Getpagesize() || refuse != 0 {
 			t.Errorf("HeadLimits = %d, %d: a head must never be refused on an assumed buffer", suspect, refuse)
