@@ -94,6 +94,10 @@ func FreePort(t testing.TB) int {
 //     SIGSEGV) via posix_kill.
 //   - fatal.php: calls an undefined function (PHP Fatal error, status 500).
 //   - memory.php: exhausts an 8M memory_limit (PHP Fatal error, status 500).
+//   - session.php?kb=N: starts a session and stores N KiB (default 64) in
+//     it, which PHP writes to session.save_path when the script ends.
+//   - hog.php?mb=N: allocates and touches N MiB (default 256), for a worker
+//     the OOM killer takes; the pool must lift memory_limit.
 //   - bigcontent.inc.php: the generator shared by big.php and sha.php; it
 //     prints nothing.
 func PHPRoot(t testing.TB) string {

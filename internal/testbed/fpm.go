@@ -66,6 +66,20 @@ type FPM struct {
 // php.ini caps request bodies at 8M, and the tests send more.
 const testPool = "php_admin_value[post_max_size] = 2G\nphp_admin_value[upload_max_filesize] = 2G\n"
 
+// poolDefaults returns the lines of testPool that extra does not set
+// itself: php-fpm takes the first php_admin_value of a name and ignores the
+// rest, so a test's own must come alone.
+func poolDefaults(extra string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(testPool, "\n") {
+		key, _, _ := strings.Cut(line, "=")
+		if line != "" && !strings.Contains(extra, strings.TrimSpace(key)) {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
 // StartFPM starts php-fpm with a generated php-fpm.conf, waits until its
 // listen address accepts connections with every static worker running, and
 // stops it in t.Cleanup. It skips the test when php-fpm is not installed
@@ -102,7 +116,7 @@ func StartFPM(t testing.TB, cfg FPMConfig) *FPM {
 		StatusPath:              cfg.StatusPath,
 		PingPath:                cfg.PingPath,
 		CatchWorkersOutput:      cfg.CatchWorkersOutput,
-		Extra:                   testPool + cfg.Extra,
+		Extra:                   poolDefaults(cfg.Extra) + cfg.Extra,
 	})
 	if err != nil {
 		t.Fatalf("testbed: %v", err)

@@ -36,6 +36,7 @@ type Follower struct {
 	counts  map[EventKind]int64
 	events  []Arrival // ring, oldest first once full
 	next    int
+	last    time.Time // when the latest event arrived
 	arrived arrivals
 }
 
@@ -61,6 +62,10 @@ func (f *Follower) Run(ctx context.Context) error {
 		for _, line := range lines {
 			if e, ok := ParseLogLine(line, f.loc()); ok {
 				f.add(e)
+			} else if _, ok := ParseMessage(line); ok {
+				// A worker's line copied undecorated
+				// (decorate_workers_output = no): no time, no pid.
+				f.add(Event{Kind: EventOutput, Output: line, Line: line})
 			}
 		}
 	})
@@ -134,6 +139,7 @@ func (f *Follower) add(e Event) {
 		keep = 1024
 	}
 	a := Arrival{Event: e, At: time.Now()}
+	f.last = a.At
 	if f.counts == nil {
 		f.counts = make(map[EventKind]int64)
 	}
@@ -171,6 +177,24 @@ func (f *Follower) Find(since time.Time, wait time.Duration, match func(Event) b
 		}
 		return found, ok
 	})
+}
+
+// Since returns the events of kind that arrived at or after since, oldest
+// first.
+func (f *Follower) Since(since time.Time, kind EventKind) []Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.last.Before(since) {
+		return nil
+	}
+	var out []Event
+	for i := range f.events {
+		a := f.events[(f.next+i)%len(f.events)]
+		if a.Kind == kind && !a.At.Before(since) {
+			out = append(out, a.Event)
+		}
+	}
+	return out
 }
 
 // arrivals wakes the callers of waitFor when something new arrives. The

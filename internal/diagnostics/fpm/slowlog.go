@@ -311,10 +311,21 @@ func (f *SlowlogFollower) add(e SlowEntry, again bool) {
 // Find returns the latest entry for the worker pid that arrived at or after
 // since, waiting until wait has passed for one to arrive.
 func (f *SlowlogFollower) Find(pid int, since time.Time, wait time.Duration) (SlowEntry, bool) {
+	return f.find(since, wait, func(e SlowEntry) bool { return e.PID == pid })
+}
+
+// FindScript returns the latest entry for the script that arrived at or
+// after since, waiting until wait has passed for one to arrive: for a
+// request whose worker is not known.
+func (f *SlowlogFollower) FindScript(script string, since time.Time, wait time.Duration) (SlowEntry, bool) {
+	return f.find(since, wait, func(e SlowEntry) bool { return e.Script == script })
+}
+
+func (f *SlowlogFollower) find(since time.Time, wait time.Duration, match func(SlowEntry) bool) (SlowEntry, bool) {
 	return waitFor(&f.mu, &f.arrived, wait, func() (found SlowEntry, ok bool) {
 		for i := range f.entries {
 			e := f.entries[(f.next+i)%len(f.entries)]
-			if e.PID == pid && !e.Arrived.Before(since) {
+			if match(e) && !e.Arrived.Before(since) {
 				found, ok = e, true
 			}
 		}

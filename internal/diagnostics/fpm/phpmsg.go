@@ -1,0 +1,250 @@
+package fpm
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Message is one error PHP logged, wherever it went: into the request's
+// FastCGI stderr, into the file PHP's error_log names, or into php-fpm's
+// own log through catch_workers_output.
+type Message struct {
+	// Level is PHP's word for it: "Warning", "Fatal error", "Notice",
+	// "Parse error", "Deprecated"; php-fpm's own worker lines ("Connection
+	// disallowed") carry php-fpm's level, "ERROR".
+	Level string
+	// Text is the message without its level and without the trailing
+	// " in FILE on line N".
+	Text string
+	// File and Line are where PHP says the error is; File is "" for
+	// "Unknown", PHP's word for an error before the script runs.
+	File string
+	Line int
+	// Time is PHP's own timestamp, zero when the source has none.
+	Time time.Time
+	// Pid is the worker that wrote it, when the source tells (php-fpm's
+	// log does); 0 otherwise.
+	Pid int
+	// Source is where it was read: "FastCGI stderr" or a file's path.
+	Source string
+	// Arrived is when a follower read it; zero for FastCGI stderr.
+	Arrived time.Time
+	// Raw is the line as read.
+	Raw string
+}
+
+// Where returns "file:line", or "" when PHP named no file.
+func (m Message) Where() string {
+	if m.File == "" {
+		return ""
+	}
+	return m.File + ":" + strconv.Itoa(m.Line)
+}
+
+var (
+	// [05-Dec-2026 04:11:52 UTC] or [05-Dec-2026 04:11:52 Europe/Berlin]
+	phpLogTime = regexp.MustCompile(`^\[(\d{2}-[A-Za-z]{3}-\d{4} \d{2}:\d{2}:\d{2})(?: ([A-Za-z0-9_+/-]+))?\] `)
+	phpLevel   = regexp.MustCompile(`^PHP ([A-Z][A-Za-z ]*?):\s+(.*)$`)
+	phpWhere   = regexp.MustCompile(`^(.*) in (.+?) on line (\d+)$`)
+)
+
+// ParseMessage reads one line as PHP writes an error: "PHP Warning:  text
+// in /f.php on line 3", with the timestamp PHP's error_log file puts
+// before it, the "PHP message: " FastCGI stderr puts before it, or the
+// "NOTICE: " php-fpm puts before a worker's line. It also takes php-fpm's
+// own "ERROR: Connection disallowed: ..." worker line. It reports false
+// for anything else, such as the lines of a stack trace.
+func ParseMessage(line string) (Message, bool) {
+	s := strings.TrimRight(line, "\r\n")
+	m := Message{Raw: s}
+	if t := phpLogTime.FindStringSubmatch(s); t != nil {
+		loc := time.UTC
+		if t[2] != "" && t[2] != "UTC" {
+			if l, err := time.LoadLocation(t[2]); err == nil {
+				loc = l
+			}
+		}
+		m.Time, _ = time.ParseInLocation("02-Jan-2006 15:04:05", t[1], loc)
+		s = s[len(t[0]):]
+	}
+	for _, level := range []string{"NOTICE: ", "WARNING: ", "ERROR: "} {
+		if rest, ok := strings.CutPrefix(s, level); ok {
+			if strings.HasPrefix(rest, "Connection disallowed: ") {
+				m.Level, m.Text = "ERROR", rest
+				return m, true
+			}
+			s = rest
+			break
+		}
+	}
+	s = strings.TrimPrefix(s, "PHP message: ")
+	l := phpLevel.FindStringSubmatch(s)
+	if l == nil {
+		return Message{}, false
+	}
+	m.Level, m.Text = l[1], l[2]
+	if w := phpWhere.FindStringSubmatch(m.Text); w != nil {
+		m.Text = w[1]
+		if w[2] != "Unknown" {
+			m.File = w[2]
+			m.Line, _ = strconv.Atoi(w[3])
+		}
+	}
+	return m, true
+}
+
+// StderrMessages returns the PHP messages in a request's FastCGI stderr.
+func StderrMessages(stderr []byte) []Message {
+	if len(stderr) == 0 {
+		return nil
+	}
+	var out []Message
+	for _, line := range bytes.Split(stderr, []byte("\n")) {
+		if m, ok := ParseMessage(string(line)); ok {
+			m.Source = "FastCGI stderr"
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// MessageLog follows the file PHP writes its errors to (the error_log ini
+// setting) and keeps the recent messages with the time each arrived.
+type MessageLog struct {
+	// Path is the file.
+	Path string
+	// Keep bounds the messages kept; 0 means 512.
+	Keep int
+
+	wake    chan time.Time
+	mu      sync.Mutex
+	msgs    []Message // ring, oldest first once full
+	next    int
+	last    time.Time // when the latest message arrived
+	reads   uint64    // completed reads, for Catch
+	arrived arrivals
+	size    atomic.Int64 // the file's size after the last read
+}
+
+// Run follows the file until ctx ends, from its end: only what PHP writes
+// from now on is of interest. It returns an error only when the directory
+// cannot be watched.
+func (l *MessageLog) Run(ctx context.Context) error {
+	l.mu.Lock()
+	if l.wake == nil {
+		l.wake = make(chan time.Time, 1)
+	}
+	wake := l.wake
+	l.mu.Unlock()
+	return follow(ctx, l.Path, l.noteSize, wake, func(lines []string) {
+		now := time.Now()
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for _, line := range lines {
+			if m, ok := ParseMessage(line); ok {
+				m.Source, m.Arrived = l.Path, now
+				l.add(m)
+				l.last = now
+			}
+		}
+		l.noteSize()
+		l.reads++
+		l.arrived.notify()
+	})
+}
+
+// noteSize remembers the file's size, for Catch to tell whether PHP wrote
+// since.
+func (l *MessageLog) noteSize() {
+	var st syscall.Stat_t
+	if syscall.Stat(l.Path, &st) == nil {
+		l.size.Store(st.Size)
+	}
+}
+
+func (l *MessageLog) add(m Message) {
+	keep := l.Keep
+	if keep <= 0 {
+		keep = 512
+	}
+	if len(l.msgs) < keep {
+		l.msgs = append(l.msgs, m)
+		return
+	}
+	l.msgs[l.next] = m
+	l.next = (l.next + 1) % keep
+}
+
+// Catch makes sure that what PHP wrote before now has been read, waiting
+// up to wait for it. A request's messages are written before its response
+// ends, but the file's change is noticed a moment later; a request that
+// is explained at once would miss them. Costs one stat when nothing new
+// was written.
+func (l *MessageLog) Catch(wait time.Duration) {
+	var st syscall.Stat_t
+	if syscall.Stat(l.Path, &st) != nil || st.Size == l.size.Load() {
+		return
+	}
+	l.mu.Lock()
+	wake, before := l.wake, l.reads
+	l.mu.Unlock()
+	if wake == nil {
+		return // not running
+	}
+	select {
+	case wake <- time.Now():
+	default: // a read is already due
+	}
+	waitFor(&l.mu, &l.arrived, wait, func() (struct{}, bool) { return struct{}{}, l.reads > before })
+}
+
+// Since returns the messages that arrived at or after since, oldest first.
+func (l *MessageLog) Since(since time.Time) []Message {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last.Before(since) {
+		return nil
+	}
+	var out []Message
+	for i := range l.msgs {
+		m := l.msgs[(l.next+i)%len(l.msgs)]
+		if !m.Arrived.Before(since) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// MessageLogReadable reports whether fcgiscope can follow PHP's error log
+// at path, creating nothing: syslog, a standard stream and a path it may
+// not read cannot be followed. A file that does not exist yet can, when its
+// directory exists: PHP creates it with its first error.
+func MessageLogReadable(path string) bool {
+	if Readable(path) {
+		return true
+	}
+	if path == "" || path == "syslog" || strings.HasPrefix(path, "/proc/") || strings.HasPrefix(path, "/dev/") {
+		return false
+	}
+	_, err := os.Stat(path)
+	if !os.IsNotExist(err) {
+		return false
+	}
+	fi, err := os.Stat(dirOf(path))
+	return err == nil && fi.IsDir()
+}
+
+func dirOf(path string) string {
+	if i := strings.LastIndexByte(path, '/'); i > 0 {
+		return path[:i]
+	}
+	return "/"
+}
