@@ -126,6 +126,7 @@ func (x *exchange) run(ctx context.Context) {
 		return
 	}
 	t.DialEnd = time.Now()
+	t.UpstreamLocal = conn.LocalAddr()
 	x.conn = conn
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() {

@@ -10,6 +10,8 @@
 package outcome
 
 import (
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
@@ -34,9 +36,19 @@ type Trace struct {
 
 	// Interesting params, as the web server sent them.
 	Method, URI, Script, RemoteAddr, Accept, Host string
+	// DocumentRoot is DOCUMENT_ROOT; RequestType is the request's
+	// CONTENT_TYPE; PHPValue holds the PHP_VALUE and PHP_ADMIN_VALUE
+	// params, which override php.ini for the request, one setting a line.
+	DocumentRoot, RequestType, PHPValue string
+	// ContentLength is the request's CONTENT_LENGTH; 0 when it has none.
+	ContentLength int64
 
 	// Upstream is the address the request was sent to.
 	Upstream fcgi.Addr
+
+	// UpstreamLocal is the local end of the upstream connection: the
+	// address php-fpm saw the connection come from, for TCP.
+	UpstreamLocal net.Addr
 
 	// UpstreamReused reports that the request went on a kept-alive
 	// upstream connection rather than a new one.
@@ -190,6 +202,14 @@ func (t *Trace) NoteParam(name, value string) bool {
 		t.Accept = value
 	case "HTTP_HOST":
 		t.Host = value
+	case "DOCUMENT_ROOT":
+		t.DocumentRoot = value
+	case "CONTENT_TYPE":
+		t.RequestType = value
+	case "CONTENT_LENGTH":
+		t.ContentLength, _ = strconv.ParseInt(value, 10, 64)
+	case "PHP_VALUE", "PHP_ADMIN_VALUE":
+		t.PHPValue = JoinPHPValue(t.PHPValue, value)
 	case "REQUEST_ID":
 		t.RequestID = value
 	case "HTTP_X_REQUEST_ID":
@@ -200,4 +220,29 @@ func (t *Trace) NoteParam(name, value string) bool {
 		return false
 	}
 	return true
+}
+
+// JoinPHPValue adds the settings of one PHP_VALUE or PHP_ADMIN_VALUE param
+// to those already kept.
+func JoinPHPValue(kept, value string) string {
+	switch {
+	case kept == "":
+		return value
+	case value == "":
+		return kept
+	}
+	return kept + "\n" + value
+}
+
+// ParseContentLength reads a CONTENT_LENGTH value without allocating; 0 for
+// one that is not a plain decimal number.
+func ParseContentLength(b []byte) int64 {
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' || n > (1<<62)/10 {
+			return 0
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
 }

@@ -295,10 +295,10 @@ func (c *conn) noteParams(q *request) error {
 		dst        *string
 		start, end int
 	}
-	var spanArray [10]span
+	var spanArray [14]span
 	spans := spanArray[:0]
 	arena := c.arena[:0]
-	var xrid string
+	var xrid, phpValue, phpAdminValue string
 	keep := func(dst *string, value []byte) {
 		spans = append(spans, span{dst, len(arena), len(arena) + len(value)})
 		arena = append(arena, value...)
@@ -321,8 +321,17 @@ func (c *conn) noteParams(q *request) error {
 			keep(&t.RequestID, value)
 		case "HTTP_X_REQUEST_ID":
 			keep(&xrid, value)
+		case "DOCUMENT_ROOT":
+			keep(&t.DocumentRoot, value)
+		case "CONTENT_TYPE":
+			keep(&t.RequestType, value)
+		case "PHP_VALUE":
+			keep(&phpValue, value)
+		case "PHP_ADMIN_VALUE":
+			keep(&phpAdminValue, value)
 		case "CONTENT_LENGTH":
 			q.bodyless = len(value) == 0 || string(value) == "0"
+			t.ContentLength = outcome.ParseContentLength(value)
 		}
 		return true
 	})
@@ -331,6 +340,7 @@ func (c *conn) noteParams(q *request) error {
 		*sp.dst = all[sp.start:sp.end]
 	}
 	c.arena = arena
+	t.PHPValue = outcome.JoinPHPValue(phpValue, phpAdminValue)
 	if t.RequestID == "" {
 		t.RequestID = xrid
 	}
@@ -386,6 +396,7 @@ func (c *conn) startUpstream(q *request) {
 		}
 	}
 	t.DialEnd = time.Now()
+	t.UpstreamLocal = up.LocalAddr()
 	q.up = up
 	if keepUp {
 		q.keepUp = true
