@@ -217,3 +217,38 @@ func saveScreenshot(t *testing.T, name string, png []byte) {
 	abs, _ := filepath.Abs(out)
 	t.Logf("screenshot updated: %s", abs)
 }
+
+// A request php-fpm's slowlog caught completed normally; its view in the
+// dashboard shows the stack, frame by frame, where the time went.
+func TestAdminDashboardShowsTheSlowlogStack(t *testing.T) {
+	requireChromium(t)
+	s := startAdminStack(t, testbed.FPMConfig{SlowlogTimeout: time.Second, RequestTerminateTimeout: 10 * time.Second})
+	browser := startBrowser(t)
+	if code := s.get(t, "/sleep.php?s=1.6"); code != 200 {
+		t.Fatalf("sleep.php: %d, want 200", code)
+	}
+	if err := chromedp.Do(browser,
+		chromedp.Navigate(s.adminURL+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#rows tr")),
+	); err != nil {
+		t.Fatalf("opening the dashboard: %v", err)
+	}
+	row := `Array.from(document.querySelectorAll("#rows tr")).find(tr => tr.textContent.includes("slow_request"))`
+	if _, err := chromedp.Run(browser, chromedp.Poll[chromedp.Void](row+" !== undefined", chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatalf("the slow request is not in the table as slow_request: %v", err)
+	}
+	id, err := chromedp.Run(browser, chromedp.Evaluate[string](row+".dataset.id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(browser,
+		chromedp.Click(chromedp.CSS(`#rows tr[data-id="`+id+`"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#drawer ol.stack li")),
+	); err != nil {
+		t.Fatalf("opening the request: %v", err)
+	}
+	stack, _ := chromedp.Run(browser, chromedp.Text(chromedp.CSS("#drawer ol.stack")))
+	if !strings.Contains(stack, "usleep()") || !strings.Contains(stack, "sleep.php:") {
+		t.Errorf("the stack shown is %q, want usleep() in sleep.php", stack)
+	}
+}

@@ -55,6 +55,11 @@ func startAdminStack(t *testing.T, cfg testbed.FPMConfig) *adminStack {
 	follower := &fpm.Follower{Path: s.fpm.ErrorLog}
 	go follower.Run(ctx)
 	classifier := &diagnostics.Classifier{Pool: conf.PoolFor(s.upstream), Log: follower}
+	if s.fpm.SlowLog != "" {
+		slow := &fpm.SlowlogFollower{Path: s.fpm.SlowLog}
+		go slow.Run(ctx)
+		classifier.Slowlog = slow
+	}
 
 	var srv *proxy.Server
 	s.rec = &web.Recorder{

@@ -43,6 +43,8 @@ type serveConfig struct {
 	NginxConfig              string        `env:"FCGISCOPE_NGINX_CONFIG" help:"nginx.conf, or the output of nginx -T saved to a file, to learn nginx's timeouts and buffer sizes where it passes to fcgiscope; empty looks in the usual places, - turns it off"`
 	FPMConfig                string        `env:"FCGISCOPE_FPM_CONFIG" help:"php-fpm.conf or pool file to read timeouts and limits from; empty looks in the usual places"`
 	FPMLog                   string        `env:"FCGISCOPE_FPM_LOG" help:"php-fpm error log to read when a worker dies; empty takes error_log from the php-fpm configuration"`
+	PHPIni                   string        `env:"FCGISCOPE_PHP_INI" help:"the php.ini php-fpm loads, to read PHP's limits (post_max_size, upload_max_filesize) and error_log; its conf.d beside it is read too. Empty looks beside the php-fpm configuration, then asks the local php-fpm binary"`
+	PHPLog                   string        `env:"FCGISCOPE_PHP_LOG" help:"the file PHP writes its errors to, when error_log sends them to a file; empty takes error_log from the pool and php.ini"`
 	FPMStatusPath            string        `env:"FCGISCOPE_FPM_STATUS_PATH" help:"php-fpm's pm.status_path to poll; empty takes it from the pool configuration, - turns polling off"`
 	FPMStatusInterval        time.Duration `env:"FCGISCOPE_FPM_STATUS_INTERVAL" envDefault:"2s" help:"how often to poll php-fpm's status page"`
 	AdminListen              string        `env:"FCGISCOPE_ADMIN_LISTEN" envDefault:"127.0.0.1:9180" help:"host:port of the admin HTTP endpoint: /metrics, /healthz, /readyz, the API and the dashboard; empty turns it off"`

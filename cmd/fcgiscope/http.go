@@ -43,6 +43,8 @@ type httpConfig struct {
 	ServerTiming    bool          `env:"FCGISCOPE_SERVER_TIMING" envDefault:"true" help:"add a Server-Timing header with connect and wait times to every PHP response"`
 	FPMConfig       string        `env:"FCGISCOPE_FPM_CONFIG" help:"php-fpm.conf or pool file to read timeouts and limits from; empty looks in the usual places (with --fpm, the one it writes)"`
 	FPMLog          string        `env:"FCGISCOPE_FPM_LOG" help:"php-fpm error log to read when a worker dies; empty takes error_log from the php-fpm configuration"`
+	PHPIni          string        `env:"FCGISCOPE_PHP_INI" help:"the php.ini php-fpm loads, to read PHP's limits (post_max_size, upload_max_filesize) and error_log; its conf.d beside it is read too. Empty looks beside the php-fpm configuration, then asks the local php-fpm binary"`
+	PHPLog          string        `env:"FCGISCOPE_PHP_LOG" help:"the file PHP writes its errors to, when error_log sends them to a file; empty takes error_log from the pool and php.ini"`
 	ShutdownTimeout time.Duration `env:"FCGISCOPE_SHUTDOWN_TIMEOUT" envDefault:"5s" help:"how long requests in flight may take to finish on Ctrl-C or SIGTERM"`
 	LogFormat       string        `env:"FCGISCOPE_LOG_FORMAT" envDefault:"console" help:"log format: console or json"`
 	LogLevel        string        `env:"FCGISCOPE_LOG_LEVEL" envDefault:"info" help:"log level: debug (adds static files), info, warn or error"`
@@ -123,6 +125,7 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
+	var conf *fpm.Config
 	var pool *fpm.Pool
 	var fpmLog *fpm.Follower
 	upstream := cfg.upstreamAddr
@@ -160,12 +163,12 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 			case <-ctx.Done():
 			}
 		}()
-		if conf, err := fpm.Load(php.ConfigPath, nil); err == nil {
-			pool = conf.PoolFor(upstream)
+		if c, err := fpm.Load(php.ConfigPath, nil); err == nil {
+			conf, pool = c, c.PoolFor(upstream)
 		}
 		fpmLog = &fpm.Follower{Path: php.ErrorLog}
 	} else {
-		pool, fpmLog = loadFPM(&serveConfig{FPMConfig: cfg.FPMConfig, FPMLog: cfg.FPMLog, upstreamAddr: upstream}, log)
+		conf, pool, fpmLog = loadFPM(&serveConfig{FPMConfig: cfg.FPMConfig, FPMLog: cfg.FPMLog, upstreamAddr: upstream}, log)
 	}
 	if fpmLog != nil {
 		wg.Add(1)
@@ -185,6 +188,7 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 		// a dead worker costs nothing and survives a loaded machine.
 		LogWait: time.Second,
 	}
+	watchPHP(ctx, classifier, conf, cfg.PHPIni, cfg.PHPLog, log)
 	explainer := &diagnostics.Explainer{
 		Classifier: classifier,
 		Detail:     cfg.errorDetail,
@@ -202,6 +206,7 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 		ServerSoftware: "fcgiscope/" + version,
 		Responder:      explainer,
 		Observer:       explainer,
+		Reviewer:       explainer,
 		Log:            log,
 	}
 	if err := gw.Init(); err != nil {

@@ -592,3 +592,44 @@ func TestHTTPExplainsAMissingUpstream(t *testing.T) {
 		t.Errorf("static file without php-fpm: %d", resp.StatusCode)
 	}
 }
+
+// fcgiscope http is a local debugging server: what PHP hides from the
+// browser (a fatal error behind an empty 500, a body it threw away) is on
+// the page, for the developer on this machine.
+func TestHTTPShowsPHPErrorsToTheDeveloper(t *testing.T) {
+	php := testbed.StartFPM(t, testbed.FPMConfig{Extra: "php_admin_value[post_max_size] = 1M\nphp_admin_flag[display_errors] = off\n"})
+	root := gatewayRoot(t)
+	h := startHTTP(t, "--root", root, "--upstream", php.Addr, "--fpm-config", php.ConfigPath)
+
+	t.Run("fatal error behind an empty 500", func(t *testing.T) {
+		resp, body := get(t, "GET", h.URL+"/fatal.php", nil, "Accept", "text/html")
+		if resp.StatusCode != 500 || resp.Header.Get("X-Fcgiscope-Cause") != "php_fatal_error" {
+			t.Fatalf("got %d cause %q, want php-fpm's 500 explained as php_fatal_error:\n%s", resp.StatusCode, resp.Header.Get("X-Fcgiscope-Cause"), body)
+		}
+		if !strings.Contains(body, "undefined function") || !strings.Contains(body, filepath.Join(root, "fatal.php")+":") {
+			t.Errorf("the page does not show PHP's message with its file:line:\n%s", body)
+		}
+		l := h.log.requestLine(t, resp.Header.Get("X-Fcgiscope-Request-Id"))
+		if l["outcome"] != "php_fatal_error" || l["status"] != float64(500) {
+			t.Errorf("log line %v", l)
+		}
+	})
+
+	t.Run("form body PHP threw away", func(t *testing.T) {
+		form := "x=" + strings.Repeat("a", 2<<20)
+		resp, body := get(t, "POST", h.URL+"/hello.php", strings.NewReader(form), "Content-Type", "application/x-www-form-urlencoded")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Fcgiscope-Cause") != "request_body_discarded" {
+			t.Fatalf("got %d cause %q, want the script's 200 marked request_body_discarded", resp.StatusCode, resp.Header.Get("X-Fcgiscope-Cause"))
+		}
+		if !strings.Contains(body, "hello from php") || !strings.Contains(body, `id="fcgiscope-banner"`) || !strings.Contains(body, "post_max_size = 1M") {
+			t.Errorf("the page is not the script's with fcgiscope's banner naming post_max_size:\n%s", body)
+		}
+	})
+
+	t.Run("a good page is left alone", func(t *testing.T) {
+		resp, body := get(t, "GET", h.URL+"/hello.php", nil)
+		if resp.StatusCode != 200 || body != "hello from php\n" || resp.Header.Get("X-Fcgiscope-Cause") != "" {
+			t.Errorf("got %d cause %q body %q", resp.StatusCode, resp.Header.Get("X-Fcgiscope-Cause"), body)
+		}
+	})
+}

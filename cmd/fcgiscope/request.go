@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
@@ -100,7 +102,10 @@ func requestMain(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, res.timingLine())
 		// A completed response may still tell of a problem: a missing
 		// script, a fatal error. Name it as the sidecar's log would.
-		if d := (&diagnostics.Classifier{}).Diagnose(t); d != nil {
+		// PHP's limits come from php.ini and the pool, with their
+		// file:line.
+		c := &diagnostics.Classifier{Pool: pool, PHPIni: loadPHPIni(ctx, conf, os.Getenv("FCGISCOPE_PHP_INI"), zerolog.Nop())}
+		if d := c.Diagnose(t); d != nil {
 			printDiagnosis(stderr, d)
 		}
 		return exitOK

@@ -29,7 +29,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	}
 	log := newLogger(cfg.LogFormat, cfg.logLevel, stdout)
 
-	pool, fpmLog := loadFPM(&cfg, log)
+	conf, pool, fpmLog := loadFPM(&cfg, log)
 	if err := checkKeepAlive(&cfg, pool, log); err != nil {
 		fmt.Fprintf(stderr, "fcgiscope serve: invalid configuration:\n%v\n", err)
 		return exitUsage
@@ -52,6 +52,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		// shutdown; what is known by then is logged.
 		Done: ctx.Done(),
 	}
+	watchPHP(ctx, classifier, conf, cfg.PHPIni, cfg.PHPLog, log)
 	var poller *fpm.Poller
 	if path := statusPath(&cfg, pool); path != "" {
 		poller = &fpm.Poller{Addr: cfg.upstreamAddr, Path: path, Interval: cfg.FPMStatusInterval}
@@ -185,11 +186,11 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 // loadFPM reads the php-fpm configuration and returns the pool that listens
 // on the upstream address and php-fpm's error log. Not finding them costs
 // only precision in the explanations, so every problem is a warning.
-func loadFPM(cfg *serveConfig, log zerolog.Logger) (*fpm.Pool, *fpm.Follower) {
+func loadFPM(cfg *serveConfig, log zerolog.Logger) (*fpm.Config, *fpm.Pool, *fpm.Follower) {
 	conf, err := readFPMConfig(cfg.FPMConfig)
 	if err != nil {
 		log.Warn().Err(err).Msg("php-fpm configuration not read: a killed worker is reported as worker_died, not worker_timeout_killed; set FCGISCOPE_FPM_CONFIG")
-		return nil, errorLog(cfg.FPMLog, nil, log)
+		return nil, nil, errorLog(cfg.FPMLog, nil, log)
 	}
 	for _, w := range conf.Warnings {
 		log.Warn().Str("config", conf.Path).Msg("php-fpm configuration: " + w)
@@ -203,11 +204,11 @@ func loadFPM(cfg *serveConfig, log zerolog.Logger) (*fpm.Pool, *fpm.Follower) {
 		}
 		log.Warn().Str("config", conf.Path).Strs("pools", listens).Str("upstream", cfg.upstreamAddr.String()).
 			Msg("no php-fpm pool in the configuration listens on the upstream address; is FCGISCOPE_UPSTREAM right?")
-		return nil, tail
+		return conf, nil, tail
 	}
 	log.Info().Str("config", conf.Path).Str("pool", pool.Name).Dur("request_terminate_timeout", pool.RequestTerminateTimeout).
 		Int("pm.max_children", pool.MaxChildren).Msg("read the php-fpm pool configuration")
-	return pool, tail
+	return conf, pool, tail
 }
 
 // watchNginx reads nginx's configuration, logs what it says of the

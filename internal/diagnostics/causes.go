@@ -86,8 +86,16 @@ var (
 		Fix:     "make the script faster or raise the limit"}
 	CauseWorkerCrashed = &Cause{ID: "worker_crashed", Status: 502,
 		Title:   "The php-fpm worker crashed",
-		Meaning: "the worker died on a signal; php-fpm's log line and the worker's pid are in the evidence",
-		Fix:     "SIGSEGV: an extension; SIGKILL: the OOM killer"}
+		Meaning: "the worker died on a signal; php-fpm's log line, the signal and the worker's pid are in the evidence, and the hint is the signal's own (SIGSEGV, SIGABRT, SIGBUS, SIGILL, SIGFPE, SIGKILL)",
+		Fix:     "SIGSEGV/SIGBUS/SIGILL: an extension or opcache (get a core dump); SIGABRT: a failed assertion in an extension or library; SIGKILL not from the OOM killer: an operator or a supervisor"}
+	CauseOOMKilled = &Cause{ID: "worker_oom_killed", Status: 502,
+		Title:   "The kernel's OOM killer killed the php-fpm worker",
+		Meaning: "the worker died on SIGKILL and the oom_kill counter of php-fpm's memory cgroup went up (or the kernel log names the pid); the detail gives the memory limit and peak",
+		Fix:     "keep `pm.max_children` × the memory one worker takes below the limit: fewer workers, a lower `memory_limit`, or a higher container memory limit"}
+	CauseClientNotAllowed = &Cause{ID: "upstream_client_not_allowed", Status: 502,
+		Title:   "php-fpm drops connections from fcgiscope's address",
+		Meaning: "the pool's `listen.allowed_clients` does not list the address fcgiscope connects from, so php-fpm accepts and closes every connection at once (\"Connection disallowed\" with `catch_workers_output`)",
+		Fix:     "add the address the detail names to `listen.allowed_clients`, or remove the setting"}
 	CauseWorkerDied = &Cause{ID: "worker_died", Status: 502,
 		Title:   "The php-fpm worker closed the connection mid-request",
 		Meaning: "the connection closed before END_REQUEST and nothing tells why",
@@ -129,7 +137,7 @@ var (
 	// unchanged, named in the log.
 	CauseScriptNotFound = &Cause{ID: "script_not_found", Status: 404, LogOnly: true,
 		Title:   "php-fpm could not find the script",
-		Meaning: "php-fpm answered 404 \"File not found.\" (Primary script unknown)",
+		Meaning: "php-fpm answered 404 \"File not found.\" (Primary script unknown); the detail says which part of `SCRIPT_FILENAME` php-fpm lacks: the whole document root (nginx and php-fpm on different file systems), the file, a directory its user may not enter, or `open_basedir`",
 		Fix:     "make `SCRIPT_FILENAME` name the file as php-fpm sees it"}
 	CauseScriptDenied = &Cause{ID: "script_access_denied", Status: 403, LogOnly: true,
 		Title:   "php-fpm refused to run the script",
@@ -143,6 +151,22 @@ var (
 		Title:   "The script ran out of memory (memory_limit)",
 		Meaning: "the script hit `memory_limit`",
 		Fix:     "load less into memory, or raise `memory_limit` for the script"}
+	CauseBodyDiscarded = &Cause{ID: "request_body_discarded", Status: 200, LogOnly: true,
+		Title:   "PHP threw the request body away",
+		Meaning: "the body was larger than `post_max_size` (PHP ran the script with empty `$_POST` and `$_FILES`), or had more fields than `max_input_vars` (PHP dropped the rest); the response keeps the status the script gave",
+		Fix:     "raise the setting where the detail says it is set, with nginx's `client_max_body_size` in step"}
+	CauseUploadTooLarge = &Cause{ID: "upload_too_large", Status: 200, LogOnly: true,
+		Title:   "The upload is larger than upload_max_filesize",
+		Meaning: "a multipart body larger than `upload_max_filesize`: PHP tells only the script (`UPLOAD_ERR_INI_SIZE`) and logs nothing, so fcgiscope says what the sizes imply",
+		Fix:     "raise `upload_max_filesize`, `post_max_size` above it, and nginx's `client_max_body_size`"}
+	CauseDiskFull = &Cause{ID: "disk_full", Status: 200, LogOnly: true,
+		Title:   "PHP could not write: a file system is full",
+		Meaning: "PHP logged a write that failed with ENOSPC (sessions, uploads' temporary files, `file_put_contents`, opcache's file cache); the detail names the directory and, when fcgiscope can see it, its free and total space",
+		Fix:     "free space or enlarge the file system; clean old sessions"}
+	CauseSlowRequest = &Cause{ID: "slow_request", Status: 200, LogOnly: true,
+		Title:   "php-fpm's slowlog caught the request",
+		Meaning: "the response completed, but took longer than `request_slowlog_timeout`; the evidence carries the stack php-fpm took (function, file:line per frame)",
+		Fix:     "make the code at the top of the stack faster"}
 )
 
 // Causes lists the catalogue in a stable order: failures first, then the
@@ -150,8 +174,9 @@ var (
 var Causes = []*Cause{
 	CauseRefused, CauseSocketMissing, CauseSocketStale, CausePermissionDenied,
 	CauseBacklogFull, CauseConnectTimeout, CauseDNSFailed, CauseNotFastCGI,
-	CauseProtocolError, CauseHeadTooBig, CauseInvalidHeader, CauseOverloaded, CauseWorkerTimeout, CauseWorkerCrashed,
-	CauseWorkerDied, CauseReadTimeout, CauseQueueTimeout, CauseWebServerTimeout, CauseClientAborted,
+	CauseProtocolError, CauseHeadTooBig, CauseInvalidHeader, CauseOverloaded, CauseClientNotAllowed,
+	CauseWorkerTimeout, CauseOOMKilled, CauseWorkerCrashed, CauseWorkerDied, CauseReadTimeout, CauseQueueTimeout, CauseWebServerTimeout, CauseClientAborted,
 	CauseRequestTooLarge, CauseDownstreamInvalid, CauseShutdown, CauseUnexplained,
 	CauseScriptNotFound, CauseScriptDenied, CausePHPFatal, CauseMemory,
+	CauseBodyDiscarded, CauseUploadTooLarge, CauseDiskFull, CauseSlowRequest,
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/cgroup"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/outcome"
@@ -61,6 +62,12 @@ func TestCatalogueEntriesAreWhole(t *testing.T) {
 // crashLog is a php-fpm error log with a worker's crash in it, followed
 // from before the crash, as fcgiscope follows it.
 func crashLog(t *testing.T) *fpm.Follower {
+	return fpmLog(t, "WARNING: [pool www] child 4242 exited on signal 11 (SIGSEGV) after 1.5 seconds from start")
+}
+
+// fpmLog returns a Follower of a php-fpm log into which lines were written,
+// each with php-fpm's timestamp of now, after it began following.
+func fpmLog(t *testing.T, lines ...string) *fpm.Follower {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "php-fpm.log")
 	if err := os.WriteFile(path, nil, 0o644); err != nil {
@@ -72,11 +79,22 @@ func crashLog(t *testing.T) *fpm.Follower {
 	go func() { defer close(done); f.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	<-f.Ready()
-	line := time.Now().Format("[02-Jan-2006 15:04:05]") + " WARNING: [pool www] child 4242 exited on signal 11 (SIGSEGV) after 1.5 seconds from start\n"
-	if err := os.WriteFile(path, []byte(line), 0o644); err != nil {
+	var text string
+	for _, line := range lines {
+		text += time.Now().Format("[02-Jan-2006 15:04:05] ") + line + "\n"
+	}
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// oomWatch is a MemoryWatch whose cgroup saw one OOM kill since the last
+// look.
+type oomWatch struct{}
+
+func (oomWatch) Kills() (int64, cgroup.Memory, error) {
+	return 1, cgroup.Memory{Dir: "/sys/fs/cgroup/memory/php", Version: 1, Limit: 64 << 20, Peak: 64 << 20, OOMKills: 3}, nil
 }
 
 // TestEveryCauseIsProduced runs, for every cause of the catalogue, a
@@ -104,6 +122,19 @@ func TestEveryCauseIsProduced(t *testing.T) {
 		return tr
 	}
 	dnsFailure := dialFailure("tcp", "fpm.invalid:9000", nil)
+	dropped := workerDeath(time.Millisecond)
+	dropped.Upstream = fcgi.Addr{Network: "tcp", Address: "127.0.0.1:9000"}
+	dropped.UpstreamLocal = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+	allowedPool := &fpm.Pool{Name: "www", ListenAllowedClients: "127.0.0.2",
+		Settings: map[string]fpm.Setting{"listen.allowed_clients": {Value: "127.0.0.2", File: "/etc/php/8.2/fpm/pool.d/www.conf", Line: 40}}}
+	upload := completed("")
+	upload.Method, upload.RequestType, upload.ContentLength = "POST", "multipart/form-data; boundary=x", 5<<20
+	slow := completed("")
+	slow.End = slow.DialEnd.Add(1500 * time.Millisecond)
+	slowPool := &fpm.Pool{Name: "www", RequestSlowlogTimeout: time.Second}
+	// Made before the logs that tell of them, as a request comes before
+	// php-fpm's line about it.
+	crashed := workerDeath(time.Second)
 	dnsFailure.Err = &outcome.DialError{Addr: dnsFailure.Upstream, Err: &net.OpError{Op: "dial", Err: &net.DNSError{Err: "no such host", Name: "fpm.invalid", IsNotFound: true}}}
 	tests := []struct {
 		cause      *Cause
@@ -125,7 +156,7 @@ func TestEveryCauseIsProduced(t *testing.T) {
 		{CauseInvalidHeader, nil, upstream(&outcome.InvalidHeaderError{Line: "Hello world", Why: "a space in the header name"})},
 		{CauseOverloaded, nil, upstream(&outcome.RejectedError{Status: fcgi.StatusOverloaded})},
 		{CauseWorkerTimeout, &Classifier{Pool: pool}, workerDeath(5100 * time.Millisecond)},
-		{CauseWorkerCrashed, &Classifier{Log: crashLog(t), LogWait: 2 * time.Second}, workerDeath(time.Second)},
+		{CauseWorkerCrashed, &Classifier{Log: crashLog(t), LogWait: 2 * time.Second}, crashed},
 		{CauseWorkerDied, nil, workerDeath(time.Second)},
 		{CauseReadTimeout, nil, upstream(&outcome.ReadTimeoutError{Timeout: 30 * time.Second})},
 		{CauseQueueTimeout, nil, upstream(&outcome.QueueTimeoutError{Waited: 5 * time.Second, MaxConns: 5})},
@@ -141,6 +172,13 @@ func TestEveryCauseIsProduced(t *testing.T) {
 		{CauseScriptDenied, nil, completed("Access to the script '/srv/x.txt' has been denied (see security.limit_extensions)")},
 		{CausePHPFatal, nil, completed("PHP message: PHP Fatal error:  Uncaught Error: Call to undefined function nope()")},
 		{CauseMemory, nil, completed("PHP message: PHP Fatal error:  Allowed memory size of 8388608 bytes exhausted")},
+		{CauseClientNotAllowed, &Classifier{Pool: allowedPool}, dropped},
+		{CauseOOMKilled, &Classifier{Memory: oomWatch{}}, workerDeath(time.Second)},
+		{CauseBodyDiscarded, nil, completed("PHP message: PHP Warning:  PHP Request Startup: POST Content-Length of 3000000 bytes exceeds the limit of 2097152 bytes in Unknown on line 0\n")},
+		{CauseBodyDiscarded, nil, completed("PHP message: PHP Warning:  Unknown: Input variables exceeded 1000. To increase the limit change max_input_vars in php.ini. in Unknown on line 0\n")},
+		{CauseUploadTooLarge, nil, upload},
+		{CauseDiskFull, nil, completed("PHP message: PHP Warning:  session_write_close(): Write failed: No space left on device (28) in /srv/api.php on line 3\n")},
+		{CauseSlowRequest, &Classifier{Pool: slowPool, Log: fpmLog(t, `WARNING: [pool www] child 4243, script '/srv/api.php' (request: "GET /api.php") executing too slow (1.0 sec), logging`)}, slow},
 	}
 	produced := map[*Cause]bool{}
 	for _, tt := range tests {

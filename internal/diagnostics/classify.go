@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/cgroup"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/front"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
@@ -52,7 +53,41 @@ type Classifier struct {
 	// fcgiscope is stopping.
 	Done <-chan struct{}
 
+	// PHPIni is the php.ini php-fpm loads, for PHP's limits and where
+	// they are set; nil means PHP's defaults, said to be such.
+	PHPIni *fpm.PHPIni
+	// PHPLog follows the file PHP writes its errors to (the error_log ini
+	// setting); nil when they go to the request's FastCGI stderr, or
+	// cannot be read.
+	PHPLog *fpm.MessageLog
+	// Memory watches php-fpm's memory cgroup, to tell a worker the OOM
+	// killer took; nil when it is not visible.
+	Memory MemoryWatch
+	// Kernel follows the kernel's log for OOM kills; nil when it is not
+	// read.
+	Kernel OOMLog
+	// FPMRoot returns the directory through which php-fpm's file system
+	// is seen here ("/proc/PID/root"), or "" when it is not visible; nil
+	// means the same as "".
+	FPMRoot func() string
+
 	followed atomic.Int32 // requests being followed
+	// oomAt is when an OOM kill was last seen in php-fpm's cgroup (Unix
+	// nanoseconds): one kill, seen by the first request that looked, is
+	// the answer for every request that died with it.
+	oomAt atomic.Int64
+}
+
+// MemoryWatch tells how many times the OOM killer struck in php-fpm's
+// memory cgroup since it was last asked, as *cgroup.Watch does.
+type MemoryWatch interface {
+	Kills() (int64, cgroup.Memory, error)
+}
+
+// OOMLog tells whether the kernel's log says the OOM killer killed pid, as
+// *cgroup.KernelLog does.
+type OOMLog interface {
+	Killed(pid int) (string, bool)
 }
 
 // FrontSource gives what fcgiscope knows of the web server in front of it,
@@ -77,10 +112,8 @@ func (c *Classifier) Diagnose(t *outcome.Trace) *Diagnosis {
 	switch {
 	case t.Err != nil:
 		d = c.failure(t)
-	case len(t.Stderr) > 0:
-		// A completed response is only ever explained by what php-fpm
-		// wrote to stderr.
-		d = completedWithProblem(t)
+	default:
+		d = c.completed(t)
 	}
 	if d != nil {
 		c.rename(d)
@@ -208,8 +241,12 @@ func (c *Classifier) failure(t *outcome.Trace) *Diagnosis {
 			ev["fpm_status"] = summary
 			d.Detail += " " + summary + "."
 		}
-	case CauseWorkerTimeout, CauseWorkerCrashed, CauseWorkerDied:
+	case CauseWorkerTimeout, CauseWorkerCrashed, CauseWorkerDied, CauseOOMKilled:
 		c.addWorkerEvidence(t, d)
+	}
+	switch d.Cause {
+	case CauseQueueTimeout, CauseWebServerTimeout, CauseBacklogFull, CauseConnectTimeout, CauseReadTimeout, CauseClientAborted:
+		c.maxChildrenReached(t, d)
 	}
 	switch d.Cause {
 	case CauseWebServerTimeout:
@@ -223,6 +260,30 @@ func (c *Classifier) failure(t *outcome.Trace) *Diagnosis {
 		d.Detail += fmt.Sprintf(" %d bytes of the response had already been sent; fcgiscope broke off the transfer so the client cannot take the partial page for a whole one.", t.BytesOut)
 	}
 	return d
+}
+
+// maxChildrenReached adds php-fpm's "server reached pm.max_children"
+// warning to a request that waited while php-fpm logged it: the pool had
+// no worker left for it.
+func (c *Classifier) maxChildrenReached(t *outcome.Trace, d *Diagnosis) {
+	if c.Log == nil {
+		return
+	}
+	from := t.QueueStart
+	if from.IsZero() {
+		from = t.DialStart
+	}
+	if from.IsZero() {
+		return
+	}
+	// php-fpm warns when the pool fills, which can be a moment before
+	// this request came to wait.
+	e, ok := c.Log.Find(from.Add(-time.Second), 0, func(e fpm.Event) bool { return e.Kind == fpm.EventMaxChildren })
+	if !ok {
+		return
+	}
+	d.Evidence["fpm_max_children"] = e.Line
+	d.Detail += fmt.Sprintf(" While it waited, php-fpm logged \"server reached pm.max_children setting (%d)\": every worker of the pool was busy.", e.MaxChildren)
 }
 
 // unexplained gives d the honest cause of a failure that no rule explains:

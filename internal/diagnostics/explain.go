@@ -76,3 +76,31 @@ func (e *Explainer) diagnose(t *outcome.Trace) *Diagnosis {
 	}
 	return c.Diagnose(t)
 }
+
+// shownToDevelopers are the problems of completed responses that the local
+// HTTP gateway puts on the page: PHP hides them from the browser, and a
+// developer at the keyboard wants them there.
+var shownToDevelopers = map[*Cause]bool{
+	CausePHPFatal: true, CauseMemory: true, CauseBodyDiscarded: true,
+	CauseUploadTooLarge: true, CauseDiskFull: true,
+}
+
+// Review diagnoses a response php-fpm completed, before it is sent, for a
+// developer on this machine: when PHP reported a problem the page hides,
+// it returns a whole page that explains it, for a response without a body,
+// and an HTML fragment that says the same, to put at the top of an HTML
+// page. Observe reuses the Diagnosis. Clients not on loopback get nothing:
+// the explanation holds paths and settings.
+func (e *Explainer) Review(t *outcome.Trace) (page cgi.Reply, banner []byte, ok bool) {
+	if !isLoopback(t.RemoteAddr) {
+		return cgi.Reply{}, nil, false
+	}
+	d := e.diagnose(t)
+	e.replied.Store(t, d)
+	if d == nil || !shownToDevelopers[d.Cause] {
+		return cgi.Reply{}, nil, false
+	}
+	// The page keeps the status php-fpm gave.
+	d = &Diagnosis{Cause: d.Cause, Status: t.Status, Detail: d.Detail, Hints: d.Hints, Evidence: d.Evidence, FPMPid: d.FPMPid}
+	return render(t, d, DetailFull), renderBanner(d), true
+}

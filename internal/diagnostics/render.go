@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -225,6 +226,9 @@ func statusText(code int) string {
 	case 504:
 		return "Gateway Timeout"
 	}
+	if text := http.StatusText(code); text != "" {
+		return text
+	}
 	return strconv.Itoa(code)
 }
 
@@ -241,4 +245,24 @@ func headerSafe(s string) string {
 // oneLine folds s onto a single line for a log.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// isLoopback reports whether remote is an address on this machine.
+func isLoopback(remote string) bool {
+	a, err := netip.ParseAddr(remote)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+var bannerTemplate = template.Must(template.New("banner").Parse(`<div id="fcgiscope-banner" style="all:initial;display:block;font:14px/1.4 system-ui,sans-serif;background:#fff4e5;color:#222;border-bottom:3px solid #e8590c;padding:12px 16px;margin:0">` +
+	`<strong style="all:unset;font-weight:bold">fcgiscope: {{.Cause.ID}}</strong> · {{.Cause.Title}}` +
+	`<p style="all:unset;display:block;margin-top:6px">{{.Detail}}</p>` +
+	`{{range .Hints}}<p style="all:unset;display:block;margin-top:4px">→ {{.}}</p>{{end}}</div>`))
+
+// renderBanner says d in an HTML fragment for the top of a page.
+func renderBanner(d *Diagnosis) []byte {
+	var b bytes.Buffer
+	if err := bannerTemplate.Execute(&b, d); err != nil {
+		return nil
+	}
+	return b.Bytes()
 }

@@ -21,10 +21,16 @@ func (c *Classifier) workerGone(t *outcome.Trace, d *Diagnosis) {
 	if errors.Is(t.Err, syscall.ECONNRESET) {
 		how = "reset the connection"
 	}
+	if c.clientNotAllowed(t, d, elapsed) {
+		return
+	}
 	if c.fromLog(t, d, how, elapsed) {
 		return
 	}
 	if c.workerGoneByTiming(t, d, how, elapsed) {
+		return
+	}
+	if c.oomKilled(t, d, 0, how, elapsed) {
 		return
 	}
 	d.Cause = CauseWorkerDied
@@ -144,24 +150,16 @@ func (c *Classifier) fromLog(t *outcome.Trace, d *Diagnosis, how string, elapsed
 		d.FPMPid = exit.Pid
 		return true
 	}
+	if syscall.Signal(exit.Signal) == syscall.SIGKILL && c.oomKilled(t, d, exit.Pid, how, elapsed) {
+		return true
+	}
 	d.Cause = CauseWorkerCrashed
 	core := ""
 	if exit.CoreDumped {
 		core = ", core dumped"
 	}
 	d.Detail = fmt.Sprintf("The php-fpm worker %s after %s: php-fpm's log says worker %d exited on signal %d (%s%s).", how, seconds(elapsed), exit.Pid, exit.Signal, exit.SignalName, core)
-	switch syscall.Signal(exit.Signal) {
-	case syscall.SIGSEGV, syscall.SIGBUS, syscall.SIGILL, syscall.SIGABRT:
-		d.Hints = []string{
-			"A crash inside PHP or an extension: note the script and request, disable extensions one at a time (opcache, xdebug, imagick are usual suspects) or get a backtrace from a core dump (rlimit_core = unlimited in the pool).",
-		}
-	case syscall.SIGKILL:
-		d.Hints = []string{
-			"SIGKILL comes from the kernel's OOM killer (see dmesg or the container's memory limit) or from an operator; lower memory_limit times pm.max_children below the memory available.",
-		}
-	default:
-		d.Hints = []string{"Something sent the worker " + exit.SignalName + ": an operator, a deploy script, or systemd."}
-	}
+	d.Hints = []string{adviseSignal(syscall.Signal(exit.Signal), exit.SignalName)}
 	return true
 }
 

@@ -56,6 +56,15 @@ type Responder interface {
 	Respond(t *outcome.Trace) cgi.Reply
 }
 
+// A Reviewer looks at a response php-fpm completed before it is sent, for
+// a developer on this machine: when PHP reported a problem the page hides
+// (a fatal error behind an empty 500, a request body PHP threw away), it
+// returns a whole page that explains it, for a response without a body,
+// and an HTML fragment to put at the top of an HTML page.
+type Reviewer interface {
+	Review(t *outcome.Trace) (page cgi.Reply, banner []byte, ok bool)
+}
+
 // An Observer receives the Trace of every request sent to the upstream,
 // once the request is over; it must not keep t.
 type Observer interface {
@@ -113,6 +122,9 @@ type Gateway struct {
 	// Observer receives the Trace of every request sent to the upstream;
 	// nil means none. diagnostics.AccessLog is the one fcgiscope uses.
 	Observer Observer
+	// Reviewer, when set, looks at every response held back whole before
+	// it is sent; nil sends them as php-fpm made them.
+	Reviewer Reviewer
 	// Log receives a line per static file served, at debug level, and
 	// php-fpm's FastCGI stderr, at warn level, which nginx would put in its
 	// error log. The zero Logger discards them.

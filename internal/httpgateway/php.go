@@ -78,10 +78,18 @@ func (g *Gateway) servePHP(w http.ResponseWriter, r *http.Request, rt route) {
 		req.StopBody = func() { res.rc.SetReadDeadline(time.Now()) }
 	}
 	req.Params = cgienv.Pairs(params)
+	for name, value := range params {
+		t.NoteParam(name, value)
+	}
 	t.ParamsDone = time.Now()
 	exchange.Do(ctx, req, t)
 	if t.Err == nil && !res.committed {
-		t.Err = res.commit()
+		if g.Reviewer != nil {
+			res.review(g.Reviewer)
+		}
+		if !res.committed {
+			t.Err = res.commit()
+		}
 	}
 	g.finish(res)
 }

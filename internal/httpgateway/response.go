@@ -1,6 +1,7 @@
 package httpgateway
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
@@ -131,6 +132,64 @@ func (res *response) replace() {
 	} else {
 		rep = cgi.PlainReply(t.Err, t.RequestID)
 	}
+	res.send(rep)
+}
+
+// review shows the developer what PHP reported of a response held back
+// whole: the Reviewer's page in place of an empty body, its banner at the
+// top of an HTML page, and the cause's header on any.
+func (res *response) review(rv Reviewer) {
+	page, banner, ok := rv.Review(res.t)
+	if !ok {
+		return
+	}
+	if len(bytes.TrimSpace(res.hold)) == 0 {
+		res.send(page)
+		return
+	}
+	end, _ := cgi.HeadEnd(page.CGI, 0)
+	if end < 0 {
+		end = len(page.CGI)
+	}
+	for _, f := range cgi.ParseHead(page.CGI[:end]).Fields {
+		if strings.EqualFold(f.Name, "X-Fcgiscope-Cause") {
+			res.w.Header().Set("X-Fcgiscope-Cause", headerSafe(f.Value))
+		}
+	}
+	head := res.head.Head()
+	if len(banner) == 0 || !strings.HasPrefix(strings.ToLower(head.ContentType), "text/html") {
+		return
+	}
+	res.hold = withBanner(res.hold, banner)
+	// The page grew: a Content-Length php-fpm sent no longer holds.
+	fields := head.Fields[:0]
+	for _, f := range head.Fields {
+		if !strings.EqualFold(f.Name, "Content-Length") {
+			fields = append(fields, f)
+		}
+	}
+	head.Fields = fields
+}
+
+// withBanner puts banner just inside the page's <body>, or first when the
+// page has none.
+func withBanner(page, banner []byte) []byte {
+	at := 0
+	if i := bytes.Index(bytes.ToLower(page), []byte("<body")); i >= 0 {
+		if j := bytes.IndexByte(page[i:], '>'); j >= 0 {
+			at = i + j + 1
+		}
+	}
+	out := make([]byte, 0, len(page)+len(banner))
+	out = append(out, page[:at]...)
+	out = append(out, banner...)
+	return append(out, page[at:]...)
+}
+
+// send writes rep, a whole CGI response of fcgiscope's, in place of
+// php-fpm's.
+func (res *response) send(rep cgi.Reply) {
+	t := res.t
 	end, bodyStart := cgi.HeadEnd(rep.CGI, 0)
 	if end < 0 {
 		end, bodyStart = len(rep.CGI), len(rep.CGI)

@@ -83,6 +83,29 @@ func (f *Front) BufferSize() Setting[Bytes] {
 	}, Bytes(nginxconf.DefaultBufferSize), "fastcgi_buffer_size")
 }
 
+// ClientMaxBodySize is nginx's client_max_body_size for fcgiscope's
+// locations: the largest request body nginx lets through to PHP.
+func (f *Front) ClientMaxBodySize() Setting[Bytes] {
+	return pick(f, true, func(p *nginxconf.Pass) (Bytes, *nginxconf.Directive) {
+		return Bytes(p.ClientMaxBodySize.Value), p.ClientMaxBodySize.Dir
+	}, Bytes(nginxconf.DefaultClientMaxBodySize), "client_max_body_size")
+}
+
+// RootWhere returns where nginx sets the root docRoot comes from ("root
+// /srv/app (/etc/nginx/sites-enabled/app:4)"), or "" when no location that
+// passes to fcgiscope has it.
+func (f *Front) RootWhere(docRoot string) string {
+	if !f.Known() || docRoot == "" {
+		return ""
+	}
+	for _, p := range f.Passes {
+		if p.RootDir != nil && strings.TrimRight(p.Root, "/") == strings.TrimRight(docRoot, "/") {
+			return fmt.Sprintf("%s %s (%s)", p.RootDir.Name, p.Root, p.RootDir.Where())
+		}
+	}
+	return ""
+}
+
 // HeadLimits says which response heads nginx refuses, in bytes of FastCGI
 // records: every one larger than refuse (0 when nginx's configuration is
 // not known), and possibly one larger than suspect, when it comes through a

@@ -441,6 +441,11 @@
     parts.push(el("table", { class: "steps" }, el("tbody", {}, ...q.timeline.map((s) =>
       el("tr", {}, el("td", { class: "off", text: "+" + fmtMS(s.offset_ms) }), el("td", { text: s.label }))))));
 
+    if (q.evidence && q.evidence.slowlog) {
+      // php-fpm's slowlog stack, innermost frame first: where the time went.
+      parts.push(el("h3", { text: "Where php-fpm's slowlog caught it (innermost first)" }));
+      parts.push(el("ol", { class: "stack" }, ...q.evidence.slowlog.split(" <- ").map((f) => el("li", { text: f }))));
+    }
     if (q.evidence && Object.keys(q.evidence).length) {
       parts.push(el("h3", { text: "Evidence" }));
       parts.push(kvTable(Object.keys(q.evidence).sort().map((k) => [k, q.evidence[k]])));
