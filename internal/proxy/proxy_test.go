@@ -886,3 +886,63 @@ func TestConnectTimeoutIsRetriedWhileTheWebServerWaits(t *testing.T) {
 		}
 	}
 }
+
+// lateListener hands on the connection it accepted only once released: a
+// connection that the kernel accepted just as Shutdown began.
+type lateListener struct {
+	net.Listener
+	accepted, release chan struct{}
+}
+
+func (l *lateListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		close(l.accepted)
+		<-l.release
+	}
+	return c, err
+}
+
+// A connection accepted as Shutdown begins carries a request the web
+// server has already sent: it is served, not closed unread (which nginx
+// reports as a 502).
+func TestShutdownServesAConnectionAcceptedAsItBegins(t *testing.T) {
+	srv := &Server{Upstream: fakeUpstream(t, echoUpstream)}
+	dir := t.TempDir()
+	addr := fcgi.Addr{Network: "unix", Address: filepath.Join(dir, "down.sock")}
+	inner, err := Listen(addr, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &lateListener{Listener: inner, accepted: make(chan struct{}), release: make(chan struct{})}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	result := make(chan error, 1)
+	go func() {
+		resp, err := fcgitest.Do(context.Background(), addr, newReq("ECHO", "just in time"))
+		if err == nil && !strings.Contains(string(resp.Stdout), "just in time") {
+			err = errors.New("wrong response: " + string(resp.Stdout))
+		}
+		result <- err
+	}()
+	<-ln.accepted
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shut <- srv.Shutdown(ctx)
+	}()
+	for !srv.closing.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	close(ln.release)
+	if err := <-result; err != nil {
+		t.Errorf("the request on the connection accepted as Shutdown began failed: %v", err)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if err := <-served; !errors.Is(err, ErrServerClosed) {
+		t.Errorf("Serve returned %v", err)
+	}
+}

@@ -159,6 +159,7 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	closing   atomic.Bool
+	aborted   bool // Close was called; guarded by mu
 	connSeq   atomic.Uint64
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -269,9 +270,13 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	c := &conn{srv: s, id: s.connSeq.Add(1), nc: nc, accepted: time.Now()}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing.Load() {
+	if s.aborted {
 		return nil
 	}
+	// A connection accepted as Shutdown begins is served all the same:
+	// the web server has sent its request on it, or is about to, and
+	// closing it unread would reset that request. closeIdle gives it
+	// newConnGrace to begin.
 	s.conns[c] = struct{}{}
 	return c
 }
@@ -338,6 +343,7 @@ func (s *Server) Close() error {
 	s.cancel()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.aborted = true
 	for c := range s.conns {
 		c.abort()
 	}
@@ -353,7 +359,8 @@ func (s *Server) closeListeners() {
 }
 
 // closeIdle closes connections without a request in flight and reports
-// whether none is left.
+// whether none is left, and no Serve loop either, which could still hand
+// on a connection it accepted.
 func (s *Server) closeIdle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -362,7 +369,7 @@ func (s *Server) closeIdle() bool {
 			c.nc.Close()
 		}
 	}
-	return len(s.conns) == 0
+	return len(s.conns) == 0 && len(s.listeners) == 0
 }
 
 // newConnGrace is how long a connection accepted just before a shutdown may
