@@ -16,7 +16,8 @@ import (
 // from the request's size against PHP's limits, and from php-fpm's
 // slowlog. Such responses pass through unchanged and are only logged. It
 // returns nil when there is nothing worth noting, which for most requests
-// it finds out with no more than a stat of PHP's error log.
+// it finds out without allocating, or with no more than a stat of PHP's
+// error log when it follows one.
 func (c *Classifier) completed(t *outcome.Trace) *Diagnosis {
 	msgs := c.messages(t)
 	if len(msgs) == 0 && len(t.Stderr) == 0 && !c.oversized(t) && !c.maybeSlow(t) {
@@ -60,10 +61,11 @@ func (c *Classifier) messages(t *outcome.Trace) []fpm.Message {
 		}
 	}
 	if c.Log != nil {
-		if c.suspect(t) {
+		if len(msgs) == 0 && c.Pool != nil && c.Pool.CatchWorkersOutput && c.suspect(t) {
 			// php-fpm copies a worker's output into its log a moment
 			// after the worker wrote it; wait for it only for the
-			// requests that likely have something there.
+			// requests that likely have something there, and only
+			// when the pool copies it at all.
 			c.Log.Find(since, messageWait, func(e fpm.Event) bool { return e.Kind == fpm.EventOutput })
 		}
 		for _, e := range c.Log.Since(since, fpm.EventOutput) {
@@ -210,16 +212,7 @@ func size(n int64) string {
 // its log; without the log, the sizes say it for post_max_size.
 func (c *Classifier) bodyDiscarded(t *outcome.Trace, msgs []fpm.Message, d *Diagnosis) bool {
 	ev := d.Evidence
-	limit, describe := c.phpSize(t, "post_max_size")
-	body := c.bodyLimitHint(t)
-	length := t.ContentLength
-	if m, ok := find(msgs, "POST Content-Length of"); ok {
-		quote(d, m)
-		// PHP's own numbers: the limit it applied, whatever set it.
-		n := rePostMax.FindStringSubmatch(m.Text)
-		length, _ = strconv.ParseInt(n[1], 10, 64)
-		limit, _ = strconv.ParseInt(n[2], 10, 64)
-	} else if m, ok := find(msgs, "Input variables exceeded"); ok {
+	if m, ok := find(msgs, "Input variables exceeded"); ok {
 		quote(d, m)
 		d.Cause = CauseBodyDiscarded
 		n := reInputVars.FindStringSubmatch(m.Text)[1]
@@ -228,24 +221,31 @@ func (c *Classifier) bodyDiscarded(t *outcome.Trace, msgs []fpm.Message, d *Diag
 		d.Detail = fmt.Sprintf("PHP kept only the first %s input variables of the request and dropped the rest, as %s; the script saw part of the form and answered %d. PHP's words: %q.", n, vars, t.Status, m.Text)
 		d.Hints = []string{fmt.Sprintf("Raise %s above the number of fields the form sends, or send fewer fields (large forms, arrays of inputs).", vars)}
 		return true
+	}
+	limit, describe := c.phpSize(t, "post_max_size")
+	length := t.ContentLength
+	how := "fcgiscope judges by the sizes, as PHP's message about it was not seen"
+	if m, ok := find(msgs, "POST Content-Length of"); ok {
+		quote(d, m)
+		// PHP's own numbers: the limit it applied, whatever set it.
+		n := rePostMax.FindStringSubmatch(m.Text)
+		length, _ = strconv.ParseInt(n[1], 10, 64)
+		limit, _ = strconv.ParseInt(n[2], 10, 64)
+		how = "PHP's message says so"
 	} else if limit == 0 || length <= limit || !strings.EqualFold(t.Method, "POST") {
 		return false
 	}
 	d.Cause = CauseBodyDiscarded
 	ev["content_length"] = strconv.FormatInt(length, 10)
 	ev["post_max_size"] = strconv.FormatInt(limit, 10)
-	how := "PHP's error log says so"
-	if _, ok := ev["php_message"]; !ok {
-		how = "fcgiscope judges by the sizes; PHP's error log was not seen"
-	}
 	d.Detail = fmt.Sprintf("PHP threw the whole request body away: it is %s, over %s. The script ran with empty $_POST and $_FILES and answered %d (%s).", size(length), describe, t.Status, how)
-	d.Hints = []string{fmt.Sprintf("Raise %s above the largest body the application takes, and %s.", describe, body)}
+	d.Hints = []string{fmt.Sprintf("Raise %s above the largest body the application takes, and %s.", describe, c.bodyLimitHint())}
 	return true
 }
 
 // bodyLimitHint says how nginx's client_max_body_size goes with PHP's
 // limits.
-func (c *Classifier) bodyLimitHint(t *outcome.Trace) string {
+func (c *Classifier) bodyLimitHint() string {
 	cmb := c.front().ClientMaxBodySize()
 	return fmt.Sprintf("keep nginx's client_max_body_size = %s in step with it: nginx refuses a larger body with its own 413, where PHP drops it without a word", cmb)
 }
@@ -269,7 +269,7 @@ func (c *Classifier) uploadTooLarge(t *outcome.Trace, d *Diagnosis) bool {
 	d.Evidence["content_length"] = strconv.FormatInt(t.ContentLength, 10)
 	d.Evidence["upload_max_filesize"] = strconv.FormatInt(limit, 10)
 	d.Detail = fmt.Sprintf("The upload's body is %s and %s. If it carried one file, PHP refused that file: the script saw it in $_FILES with error UPLOAD_ERR_INI_SIZE (1) and no data, and PHP logged nothing. fcgiscope judges by the sizes alone: several smaller files would each have fit. The script answered %d.", size(t.ContentLength), describe, t.Status)
-	d.Hints = []string{fmt.Sprintf("Raise %s to the largest file users send, post_max_size above it, and %s.", describe, c.bodyLimitHint(t))}
+	d.Hints = []string{fmt.Sprintf("Raise %s to the largest file users send, post_max_size above it, and %s.", describe, c.bodyLimitHint())}
 	return true
 }
 

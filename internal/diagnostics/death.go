@@ -100,9 +100,12 @@ func (c *Classifier) describeMemory(d *Diagnosis, limit, peak int64) {
 
 // clientNotAllowed explains a TCP connection php-fpm closed at once,
 // before any record, as listen.allowed_clients at work: the pool's
-// setting leaves out the address fcgiscope connects from, or php-fpm's log
-// says "Connection disallowed". It reports whether it did.
-func (c *Classifier) clientNotAllowed(t *outcome.Trace, d *Diagnosis, elapsed time.Duration) bool {
+// setting leaves out the address fcgiscope connects from, or, when
+// readLog is set, php-fpm's log says "Connection disallowed" (a line
+// php-fpm writes only with catch_workers_output). It reports whether it
+// did. It waits for nothing: the first look, by the setting, needs no log,
+// and the second comes after fromLog has waited for php-fpm's lines.
+func (c *Classifier) clientNotAllowed(t *outcome.Trace, d *Diagnosis, elapsed time.Duration, readLog bool) bool {
 	if t.Upstream.Network != "tcp" || t.UpstreamRecords > 0 {
 		return false
 	}
@@ -111,20 +114,15 @@ func (c *Classifier) clientNotAllowed(t *outcome.Trace, d *Diagnosis, elapsed ti
 	if a, ok := t.UpstreamLocal.(*net.TCPAddr); ok {
 		from = a.IP.String()
 	}
-	var listed string
-	var where string
+	var listed, where string
 	if p := c.Pool; p != nil && p.ListenAllowedClients != "" {
 		listed = p.ListenAllowedClients
 		where = p.Settings["listen.allowed_clients"].Where()
 	}
 	var logged fpm.Event
 	var saidSo bool
-	if c.Log != nil && elapsed < time.Second {
-		wait := c.LogWait
-		if wait == 0 {
-			wait = 300 * time.Millisecond
-		}
-		logged, saidSo = c.Log.Find(t.DialStart, wait, func(e fpm.Event) bool {
+	if readLog && c.Log != nil && elapsed < time.Second {
+		logged, saidSo = c.Log.Find(t.DialStart, 0, func(e fpm.Event) bool {
 			return e.Kind == fpm.EventOutput && strings.Contains(e.Output, "Connection disallowed")
 		})
 	}

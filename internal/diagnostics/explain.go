@@ -34,8 +34,8 @@ type Explainer struct {
 	Sinks []Sink
 
 	// replied holds the Diagnosis of each request Respond answered for,
-	// until Observe takes it.
-	replied sync.Map // *outcome.Trace -> *Diagnosis
+	// and reviewed that of each Review looked at, until Observe takes it.
+	replied, reviewed sync.Map // *outcome.Trace -> *Diagnosis
 }
 
 // plainClassifier explains failures for an Explainer without a Classifier.
@@ -58,9 +58,14 @@ func (e *Explainer) Respond(t *outcome.Trace) cgi.Reply {
 // Observe hands a finished request and its diagnosis to every Sink.
 func (e *Explainer) Observe(t *outcome.Trace) {
 	var d *Diagnosis
-	if v, ok := e.replied.LoadAndDelete(t); ok {
+	reviewed, wasReviewed := e.reviewed.LoadAndDelete(t)
+	switch v, ok := e.replied.LoadAndDelete(t); {
+	case ok:
 		d = v.(*Diagnosis)
-	} else {
+	case wasReviewed && t.Err == nil:
+		// Unless sending the reviewed response failed after all.
+		d = reviewed.(*Diagnosis)
+	default:
 		d = e.diagnose(t)
 	}
 	for _, s := range e.Sinks {
@@ -96,7 +101,7 @@ func (e *Explainer) Review(t *outcome.Trace) (page cgi.Reply, banner []byte, ok 
 		return cgi.Reply{}, nil, false
 	}
 	d := e.diagnose(t)
-	e.replied.Store(t, d)
+	e.reviewed.Store(t, d)
 	if d == nil || !shownToDevelopers[d.Cause] {
 		return cgi.Reply{}, nil, false
 	}

@@ -1,6 +1,7 @@
 package diagnostics
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
@@ -133,5 +135,23 @@ func TestEverySignalHasItsOwnAdvice(t *testing.T) {
 			t.Errorf("%s has no advice of its own", name)
 		}
 		seen[advice] = true
+	}
+}
+
+// Without the pool's configuration, php-fpm's "Connection disallowed" line
+// (catch_workers_output) is enough to name listen.allowed_clients.
+func TestDisallowedConnectionIsNamedFromTheLog(t *testing.T) {
+	tr := workerDeath(time.Millisecond)
+	tr.Upstream = fcgi.Addr{Network: "tcp", Address: "127.0.0.1:9000"}
+	tr.UpstreamLocal = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+	log := fpmLog(t, `WARNING: [pool www] child 12 said into stderr: "ERROR: Connection disallowed: IP address '127.0.0.1' has been dropped."`)
+	d := (&Classifier{Log: log, LogWait: time.Second}).Diagnose(tr)
+	if d.Cause != CauseClientNotAllowed || d.Evidence["connected_from"] != "127.0.0.1" || !strings.Contains(d.Detail, "Connection disallowed") {
+		t.Errorf("%s: %s %v", d.Cause.ID, d.Detail, d.Evidence)
+	}
+	// A unix socket has no allowed clients: a worker dying there is not it.
+	tr = workerDeath(time.Millisecond)
+	if d := (&Classifier{Log: fpmLog(t), LogWait: 50 * time.Millisecond}).Diagnose(tr); d.Cause == CauseClientNotAllowed {
+		t.Errorf("a unix socket death blamed on listen.allowed_clients: %s", d.Detail)
 	}
 }

@@ -21,10 +21,13 @@ func (c *Classifier) workerGone(t *outcome.Trace, d *Diagnosis) {
 	if errors.Is(t.Err, syscall.ECONNRESET) {
 		how = "reset the connection"
 	}
-	if c.clientNotAllowed(t, d, elapsed) {
+	if c.clientNotAllowed(t, d, elapsed, false) {
 		return
 	}
 	if c.fromLog(t, d, how, elapsed) {
+		return
+	}
+	if c.clientNotAllowed(t, d, elapsed, true) {
 		return
 	}
 	if c.workerGoneByTiming(t, d, how, elapsed) {
