@@ -15,10 +15,11 @@ import (
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
 )
 
-// phpStack is nginx -> fcgiscope -> php-fpm, with PHP's errors going either
-// into each request's FastCGI stderr (PHP's default under php-fpm) or into
-// a file named by the pool's php_admin_value[error_log], a common
-// production setup that fcgiscope must read as well.
+// phpStack is nginx -> fcgiscope -> php-fpm, with PHP's errors going into
+// each request's FastCGI stderr (PHP's default under php-fpm), into a file
+// named by the pool's php_admin_value[error_log] (a common production
+// setup), or into the workers' standard error, which php-fpm copies into
+// its own log with catch_workers_output (the official Docker images).
 type phpStack struct {
 	*failStack
 	fpm    *testbed.FPM
@@ -27,7 +28,7 @@ type phpStack struct {
 
 // errorSinks are the places PHP's errors go that every PHP-side cause must
 // be found in.
-var errorSinks = []string{"stderr", "error_log"}
+var errorSinks = []string{"stderr", "error_log", "workers_output"}
 
 func startPHPStack(t *testing.T, sink string, cfg testbed.FPMConfig, ngx testbed.NginxConfig) *phpStack {
 	t.Helper()
@@ -42,6 +43,10 @@ func startPHPStack(t *testing.T, sink string, cfg testbed.FPMConfig, ngx testbed
 		s.phpLog = filepath.Join(dir, "php-errors.log")
 		cfg.Extra += "php_admin_value[error_log] = " + s.phpLog + "\nphp_admin_flag[log_errors] = on\n"
 	}
+	if sink == "workers_output" {
+		cfg.CatchWorkersOutput = true
+		cfg.Extra += "php_admin_value[error_log] = /proc/self/fd/2\nphp_admin_flag[log_errors] = on\n"
+	}
 	s.fpm = testbed.StartFPM(t, cfg)
 	listen := fmt.Sprintf("127.0.0.1:%d", testbed.FreePort(t))
 	s.failStack = &failStack{listen: listen}
@@ -51,6 +56,17 @@ func startPHPStack(t *testing.T, sink string, cfg testbed.FPMConfig, ngx testbed
 	s.fcgiscope = testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN="+listen, "FCGISCOPE_UPSTREAM="+s.fpm.Addr,
 		"FCGISCOPE_FPM_CONFIG="+s.fpm.ConfigPath, "FCGISCOPE_NGINX_CONFIG="+s.nginx.ConfigPath)
 	return s
+}
+
+// messageSource is where fcgiscope reads PHP's messages with sink.
+func (s *phpStack) messageSource(sink string) string {
+	switch sink {
+	case "error_log":
+		return s.phpLog
+	case "workers_output":
+		return s.fpm.ErrorLog
+	}
+	return "FastCGI stderr"
 }
 
 // do sends req through nginx and returns the response status and
@@ -119,8 +135,8 @@ func TestPostLargerThanPostMaxSizeIsNamed(t *testing.T) {
 			if !hintsMention(hintsOf(line), "client_max_body_size = 10m") {
 				t.Errorf("hints do not name nginx's client_max_body_size as set: %q", hintsOf(line))
 			}
-			if ev["php_message_from"] == nil || (sink == "error_log") != (ev["php_message_from"] == s.phpLog) {
-				t.Errorf("PHP's message read from %v, want it from the %s", ev["php_message_from"], sink)
+			if want := s.messageSource(sink); ev["php_message_from"] != want {
+				t.Errorf("PHP's message read from %v, want it from %s", ev["php_message_from"], want)
 			}
 		})
 	}
@@ -163,6 +179,9 @@ func TestSessionOnAFullDiskIsNamed(t *testing.T) {
 			ev := wantLogged(t, status, line, "disk_full", 200)
 			if ev["directory"] != full || ev["free_bytes"] != "0" || ev["total_bytes"] == nil {
 				t.Errorf("evidence does not name the full directory with its space: %v", ev)
+			}
+			if want := s.messageSource(sink); ev["php_message_from"] != want {
+				t.Errorf("PHP's message read from %v, want it from %s", ev["php_message_from"], want)
 			}
 		})
 	}

@@ -67,6 +67,13 @@ func (c *Classifier) messages(t *outcome.Trace) []fpm.Message {
 			// requests that likely have something there, and only
 			// when the pool copies it at all.
 			c.Log.Find(since, messageWait, func(e fpm.Event) bool { return e.Kind == fpm.EventOutput })
+		} else {
+			if c.errorsToWorkerOutput() {
+				// Nothing tells whether the worker wrote anything:
+				// give php-fpm the moment it takes to copy it.
+				time.Sleep(workerOutputLag)
+			}
+			c.Log.Catch(messageWait)
 		}
 		for _, e := range c.Log.Since(since, fpm.EventOutput) {
 			if m, ok := fpm.ParseMessage(e.Output); ok && belongs(t, m) {
@@ -76,6 +83,22 @@ func (c *Classifier) messages(t *outcome.Trace) []fpm.Message {
 		}
 	}
 	return msgs
+}
+
+// workerOutputLag is how long php-fpm may take to copy what a worker wrote
+// to its standard error into its log.
+const workerOutputLag = 10 * time.Millisecond
+
+// errorsToWorkerOutput reports whether PHP's errors go to the workers'
+// standard error and php-fpm copies them into its log: error_log =
+// /proc/self/fd/2 with catch_workers_output. They then reach the log a
+// moment after the request ended.
+func (c *Classifier) errorsToWorkerOutput() bool {
+	if c.Pool == nil || !c.Pool.CatchWorkersOutput {
+		return false
+	}
+	v := fpm.PHPSetting(c.Pool, c.PHPIni, "error_log").Value
+	return strings.HasPrefix(v, "/proc/self/fd/") || strings.HasPrefix(v, "/dev/std")
 }
 
 // suspect reports whether a completed request likely has PHP messages:

@@ -32,6 +32,7 @@ type Follower struct {
 	readyOnce sync.Once
 	ready     chan struct{}
 
+	catch   catchUp
 	mu      sync.Mutex
 	counts  map[EventKind]int64
 	events  []Arrival // ring, oldest first once full
@@ -58,7 +59,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		f.readyOnce.Do(f.initReady)
 		close(f.ready)
 	}
-	return follow(ctx, f.Path, started, nil, func(lines []string) {
+	return f.catch.follow(ctx, f.Path, &f.mu, &f.arrived, started, func(lines []string) {
 		for _, line := range lines {
 			if e, ok := ParseLogLine(line, f.loc()); ok {
 				f.add(e)
@@ -69,6 +70,13 @@ func (f *Follower) Run(ctx context.Context) error {
 			}
 		}
 	})
+}
+
+// Catch makes sure that what php-fpm wrote before now has been read,
+// waiting up to wait for it; it costs one stat when nothing new was
+// written.
+func (f *Follower) Catch(wait time.Duration) {
+	f.catch.catch(f.Path, &f.mu, &f.arrived, wait)
 }
 
 // follow calls onRead with the complete lines appended to path each time the
@@ -131,9 +139,8 @@ func (f *Follower) loc() *time.Location {
 	return time.Local
 }
 
+// add keeps e; f.mu is held.
 func (f *Follower) add(e Event) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	keep := f.Keep
 	if keep <= 0 {
 		keep = 1024

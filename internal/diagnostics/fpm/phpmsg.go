@@ -124,30 +124,20 @@ type MessageLog struct {
 	// Keep bounds the messages kept; 0 means 512.
 	Keep int
 
-	wake    chan time.Time
 	mu      sync.Mutex
 	msgs    []Message // ring, oldest first once full
 	next    int
 	last    time.Time // when the latest message arrived
-	reads   uint64    // completed reads, for Catch
 	arrived arrivals
-	size    atomic.Int64 // the file's size after the last read
+	catch   catchUp
 }
 
 // Run follows the file until ctx ends, from its end: only what PHP writes
 // from now on is of interest. It returns an error only when the directory
 // cannot be watched.
 func (l *MessageLog) Run(ctx context.Context) error {
-	l.mu.Lock()
-	if l.wake == nil {
-		l.wake = make(chan time.Time, 1)
-	}
-	wake := l.wake
-	l.mu.Unlock()
-	return follow(ctx, l.Path, l.noteSize, wake, func(lines []string) {
+	return l.catch.follow(ctx, l.Path, &l.mu, &l.arrived, nil, func(lines []string) {
 		now := time.Now()
-		l.mu.Lock()
-		defer l.mu.Unlock()
 		for _, line := range lines {
 			if m, ok := ParseMessage(line); ok {
 				m.Source, m.Arrived = l.Path, now
@@ -155,19 +145,7 @@ func (l *MessageLog) Run(ctx context.Context) error {
 				l.last = now
 			}
 		}
-		l.noteSize()
-		l.reads++
-		l.arrived.notify()
 	})
-}
-
-// noteSize remembers the file's size, for Catch to tell whether PHP wrote
-// since.
-func (l *MessageLog) noteSize() {
-	var st syscall.Stat_t
-	if syscall.Stat(l.Path, &st) == nil {
-		l.size.Store(st.Size)
-	}
 }
 
 func (l *MessageLog) add(m Message) {
@@ -189,13 +167,61 @@ func (l *MessageLog) add(m Message) {
 // is explained at once would miss them. Costs one stat when nothing new
 // was written.
 func (l *MessageLog) Catch(wait time.Duration) {
+	l.catch.catch(l.Path, &l.mu, &l.arrived, wait)
+}
+
+// catchUp lets a caller of a follower make sure that what was written to
+// the file before now has been read, instead of waiting for the change to
+// be noticed.
+type catchUp struct {
+	wake  chan time.Time
+	size  atomic.Int64 // the file's size after the last read
+	reads uint64       // completed reads; guarded by the follower's mutex
+}
+
+// follow runs follow for a follower whose state mu guards and whose
+// waiters arrived wakes: onRead is called with mu held, and each read is
+// counted for catch.
+func (c *catchUp) follow(ctx context.Context, path string, mu *sync.Mutex, arrived *arrivals, started func(), onRead func(lines []string)) error {
+	mu.Lock()
+	if c.wake == nil {
+		c.wake = make(chan time.Time, 1)
+	}
+	wake := c.wake
+	mu.Unlock()
+	begun := func() {
+		c.noteSize(path)
+		if started != nil {
+			started()
+		}
+	}
+	return follow(ctx, path, begun, wake, func(lines []string) {
+		mu.Lock()
+		defer mu.Unlock()
+		onRead(lines)
+		c.noteSize(path)
+		c.reads++
+		arrived.notify()
+	})
+}
+
+func (c *catchUp) noteSize(path string) {
 	var st syscall.Stat_t
-	if syscall.Stat(l.Path, &st) != nil || st.Size == l.size.Load() {
+	if syscall.Stat(path, &st) == nil {
+		c.size.Store(st.Size)
+	}
+}
+
+// catch has the file read now when it grew since the last read, and waits
+// up to wait for that read.
+func (c *catchUp) catch(path string, mu *sync.Mutex, arrived *arrivals, wait time.Duration) {
+	var st syscall.Stat_t
+	if syscall.Stat(path, &st) != nil || st.Size == c.size.Load() {
 		return
 	}
-	l.mu.Lock()
-	wake, before := l.wake, l.reads
-	l.mu.Unlock()
+	mu.Lock()
+	wake, before := c.wake, c.reads
+	mu.Unlock()
 	if wake == nil {
 		return // not running
 	}
@@ -203,7 +229,7 @@ func (l *MessageLog) Catch(wait time.Duration) {
 	case wake <- time.Now():
 	default: // a read is already due
 	}
-	waitFor(&l.mu, &l.arrived, wait, func() (struct{}, bool) { return struct{}{}, l.reads > before })
+	waitFor(mu, arrived, wait, func() (struct{}, bool) { return struct{}{}, c.reads > before })
 }
 
 // Since returns the messages that arrived at or after since, oldest first.

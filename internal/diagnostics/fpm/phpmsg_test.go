@@ -127,7 +127,7 @@ func TestMessageLogCatchReadsWhatWasJustWritten(t *testing.T) {
 	// The file does not exist yet: PHP creates it with its first error.
 	for range 50 {
 		l.mu.Lock()
-		running := l.wake != nil
+		running := l.catch.wake != nil
 		l.mu.Unlock()
 		if running {
 			break
