@@ -53,7 +53,7 @@ func (c *Classifier) messages(t *outcome.Trace) []fpm.Message {
 		return msgs
 	}
 	if c.PHPLog != nil {
-		c.PHPLog.Catch(messageWait)
+		c.PHPLog.Catch(t.End, messageWait)
 		for _, m := range c.PHPLog.Since(since) {
 			if belongs(t, m) {
 				msgs = append(msgs, m)
@@ -68,12 +68,14 @@ func (c *Classifier) messages(t *outcome.Trace) []fpm.Message {
 			// when the pool copies it at all.
 			c.Log.Find(since, messageWait, func(e fpm.Event) bool { return e.Kind == fpm.EventOutput })
 		} else {
+			after := t.End
 			if c.errorsToWorkerOutput() {
 				// Nothing tells whether the worker wrote anything:
 				// give php-fpm the moment it takes to copy it.
 				time.Sleep(workerOutputLag)
+				after = time.Now()
 			}
-			c.Log.Catch(messageWait)
+			c.Log.Catch(after, messageWait)
 		}
 		for _, e := range c.Log.Since(since, fpm.EventOutput) {
 			if m, ok := fpm.ParseMessage(e.Output); ok && belongs(t, m) {

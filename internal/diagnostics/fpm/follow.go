@@ -72,19 +72,20 @@ func (f *Follower) Run(ctx context.Context) error {
 	})
 }
 
-// Catch makes sure that what php-fpm wrote before now has been read,
-// waiting up to wait for it; it costs one stat when nothing new was
-// written.
-func (f *Follower) Catch(wait time.Duration) {
-	f.catch.catch(f.Path, &f.mu, &f.arrived, wait)
+// Catch makes sure that what php-fpm wrote before after has been read,
+// waiting up to wait for it; it costs at most an fstat when nothing new
+// was written.
+func (f *Follower) Catch(after time.Time, wait time.Duration) {
+	f.catch.catch(after, f.Path, &f.mu, &f.arrived, wait)
 }
 
 // follow calls onRead with the complete lines appended to path each time the
 // file changes, once a second in case a change went unnoticed, and whenever
-// wake fires, until ctx ends. It starts at the end of the file and follows
-// it across rotation and truncation (see tail). started, when set, is
-// called once the file is being followed.
-func follow(ctx context.Context, path string, started func(), wake <-chan time.Time, onRead func(lines []string)) error {
+// wake fires, until ctx ends, and with the offset in the file read up to.
+// It starts at the end of the file and follows it across rotation and
+// truncation (see tail). started, when set, is called once the file is
+// being followed.
+func follow(ctx context.Context, path string, started func(), wake <-chan time.Time, onRead func(lines []string, off int64)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return err
@@ -119,7 +120,8 @@ func follow(ctx context.Context, path string, started func(), wake <-chan time.T
 		case <-tick.C:
 		case <-wake:
 		}
-		onRead(t.read())
+		lines := t.read()
+		onRead(lines, t.off)
 	}
 }
 

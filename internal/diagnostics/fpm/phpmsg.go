@@ -161,22 +161,27 @@ func (l *MessageLog) add(m Message) {
 	l.next = (l.next + 1) % keep
 }
 
-// Catch makes sure that what PHP wrote before now has been read, waiting
+// Catch makes sure that what PHP wrote before after has been read, waiting
 // up to wait for it. A request's messages are written before its response
 // ends, but the file's change is noticed a moment later; a request that
-// is explained at once would miss them. Costs one stat when nothing new
-// was written.
-func (l *MessageLog) Catch(wait time.Duration) {
-	l.catch.catch(l.Path, &l.mu, &l.arrived, wait)
+// is explained at once would miss them. It costs at most an fstat when
+// nothing new was written.
+func (l *MessageLog) Catch(after time.Time, wait time.Duration) {
+	l.catch.catch(after, l.Path, &l.mu, &l.arrived, wait)
 }
 
 // catchUp lets a caller of a follower make sure that what was written to
 // the file before now has been read, instead of waiting for the change to
-// be noticed.
+// be noticed. It keeps the file open to look at its size with fstat, which
+// costs a request a fraction of a stat by name.
 type catchUp struct {
 	wake  chan time.Time
-	size  atomic.Int64 // the file's size after the last read
+	size  atomic.Int64 // the offset read up to
+	fd    atomic.Int64 // the open file, -1 when none; replaced after rotation
+	file  *os.File     // guarded by the follower's mutex
 	reads uint64       // completed reads; guarded by the follower's mutex
+	// clean is when a look last found nothing unread (Unix nanoseconds).
+	clean atomic.Int64
 }
 
 // follow runs follow for a follower whose state mu guards and whose
@@ -188,48 +193,97 @@ func (c *catchUp) follow(ctx context.Context, path string, mu *sync.Mutex, arriv
 		c.wake = make(chan time.Time, 1)
 	}
 	wake := c.wake
-	mu.Unlock()
-	begun := func() {
-		c.noteSize(path)
-		if started != nil {
-			started()
+	c.fd.Store(-1)
+	c.look(path)
+	if c.file != nil {
+		// follow starts at the end of the file.
+		if fi, err := c.file.Stat(); err == nil {
+			c.size.Store(fi.Size())
 		}
 	}
-	return follow(ctx, path, begun, wake, func(lines []string) {
+	mu.Unlock()
+	defer func() {
+		mu.Lock()
+		c.fd.Store(-1)
+		if c.file != nil {
+			c.file.Close()
+			c.file = nil
+		}
+		mu.Unlock()
+	}()
+	return follow(ctx, path, started, wake, func(lines []string, off int64) {
 		mu.Lock()
 		defer mu.Unlock()
 		onRead(lines)
-		c.noteSize(path)
+		c.look(path)
+		c.size.Store(off)
 		c.reads++
 		arrived.notify()
 	})
 }
 
-func (c *catchUp) noteSize(path string) {
-	var st syscall.Stat_t
-	if syscall.Stat(path, &st) == nil {
-		c.size.Store(st.Size)
+// look opens the file anew when it was replaced (rotated) or is there for
+// the first time.
+func (c *catchUp) look(path string) {
+	var named, open syscall.Stat_t
+	if syscall.Stat(path, &named) != nil {
+		return
+	}
+	if c.file == nil || syscall.Fstat(int(c.file.Fd()), &open) != nil || open.Ino != named.Ino || open.Dev != named.Dev {
+		if c.file != nil {
+			c.fd.Store(-1)
+			c.file.Close()
+			c.file = nil
+		}
+		if f, err := os.Open(path); err == nil {
+			c.file = f
+			c.fd.Store(int64(f.Fd()))
+		}
 	}
 }
 
 // catch has the file read now when it grew since the last read, and waits
-// up to wait for that read.
-func (c *catchUp) catch(path string, mu *sync.Mutex, arrived *arrivals, wait time.Duration) {
-	var st syscall.Stat_t
-	if syscall.Stat(path, &st) != nil || st.Size == c.size.Load() {
+// up to wait for that read: afterwards everything written before after has
+// been read. A look that found nothing unread later than after answers for
+// every caller, so that under load most requests make no system call.
+func (c *catchUp) catch(after time.Time, path string, mu *sync.Mutex, arrived *arrivals, wait time.Duration) {
+	if c.clean.Load() > after.UnixNano() {
 		return
+	}
+	var st syscall.Stat_t
+	looked := time.Now().UnixNano()
+	if fd := c.fd.Load(); fd >= 0 {
+		if syscall.Fstat(int(fd), &st) != nil {
+			return
+		}
+	} else if syscall.Stat(path, &st) != nil {
+		st.Size = c.size.Load() // no file yet: nothing to read
+	} else {
+		st.Size = -1 // a new file: the follower opens and reads it
+	}
+	if st.Size == c.size.Load() {
+		// Nothing unread at looked: all written before it is read.
+		for {
+			clean := c.clean.Load()
+			if clean >= looked || c.clean.CompareAndSwap(clean, looked) {
+				return
+			}
+		}
 	}
 	mu.Lock()
 	wake, before := c.wake, c.reads
 	mu.Unlock()
-	if wake == nil {
-		return // not running
-	}
 	select {
 	case wake <- time.Now():
 	default: // a read is already due
 	}
-	waitFor(mu, arrived, wait, func() (struct{}, bool) { return struct{}{}, c.reads > before })
+	// Done when the read reached the size seen, or when a read that began
+	// after the wake ended (the file was truncated or replaced): a read
+	// under way when the wake was sent may have missed the newest lines.
+	target := st.Size
+	waitFor(mu, arrived, wait, func() (struct{}, bool) {
+		return struct{}{}, target >= 0 && c.size.Load() >= target || c.reads >= before+2
+	})
 }
 
 // Since returns the messages that arrived at or after since, oldest first.

@@ -142,7 +142,7 @@ func TestMessageLogCatchReadsWhatWasJustWritten(t *testing.T) {
 		}
 		f.WriteString("[05-Dec-2026 04:11:52 UTC] PHP Warning:  number " + string(rune('a'+i)) + " in /srv/x.php on line 1\n")
 		f.Close()
-		l.Catch(time.Second)
+		l.Catch(time.Now(), time.Second)
 		got := l.Since(since)
 		if len(got) != i+1 || got[i].Text != "number "+string(rune('a'+i)) {
 			t.Fatalf("after write %d, Since has %d messages: %+v", i, len(got), got)

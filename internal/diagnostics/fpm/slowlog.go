@@ -269,7 +269,7 @@ func (f *SlowlogFollower) Run(ctx context.Context) error {
 	quiet := time.NewTimer(slowQuiet)
 	quiet.Stop()
 	defer quiet.Stop()
-	return follow(ctx, f.Path, nil, quiet.C, func(lines []string) {
+	return follow(ctx, f.Path, nil, quiet.C, func(lines []string, _ int64) {
 		now := time.Now()
 		for _, line := range lines {
 			p.line(line, now)
