@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -734,11 +735,19 @@ func TestComposeFile(t *testing.T) {
 		t.Errorf("nginx's root %s is not the same directory in php-fpm", site.root)
 	}
 
-	// Compose and Kubernetes run fcgiscope with the same settings.
+	// Compose and Kubernetes run fcgiscope with the same settings, but
+	// for who counts as local: on Docker the browser on this machine
+	// comes through the bridge; in a cluster every visitor comes through
+	// the ingress from a private address, and none may be trusted.
 	m := loadManifests(t)
 	k8s := envOf(container(t, &m.deployments[0].Spec.Template.Spec, "fcgiscope"))
-	if fmt.Sprint(k8s) != fmt.Sprint(scope.Environment) {
-		t.Errorf("fcgiscope's environment differs:\n  compose    %v\n  kubernetes %v", scope.Environment, k8s)
+	compose := maps.Clone(scope.Environment)
+	if compose["FCGISCOPE_TRUSTED_NETWORKS"] == "" || k8s["FCGISCOPE_TRUSTED_NETWORKS"] != "" {
+		t.Errorf("FCGISCOPE_TRUSTED_NETWORKS: compose %q, kubernetes %q; want Docker's bridge trusted on Docker, nothing in a cluster", compose["FCGISCOPE_TRUSTED_NETWORKS"], k8s["FCGISCOPE_TRUSTED_NETWORKS"])
+	}
+	delete(compose, "FCGISCOPE_TRUSTED_NETWORKS")
+	if fmt.Sprint(k8s) != fmt.Sprint(compose) {
+		t.Errorf("fcgiscope's environment differs:\n  compose    %v\n  kubernetes %v", compose, k8s)
 	}
 	if k8sNginx := container(t, &m.deployments[0].Spec.Template.Spec, "nginx").Image; k8sNginx != p.Services["nginx"].Image {
 		t.Errorf("nginx image: compose %s, kubernetes %s", p.Services["nginx"].Image, k8sNginx)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/netip"
 	"reflect"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/web"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
@@ -38,7 +40,9 @@ type serveConfig struct {
 	ParamsTimeout            time.Duration `env:"FCGISCOPE_PARAMS_TIMEOUT" envDefault:"30s" help:"how long the web server may take to send a request head (PARAMS); 0 turns it off"`
 	MaxClientConns           int           `env:"FCGISCOPE_MAX_CLIENT_CONNS" envDefault:"10000" help:"open web server connections at most; more wait in the listen queue. 0 means no limit"`
 	MaxParamsBytes           int           `env:"FCGISCOPE_MAX_PARAMS_BYTES" envDefault:"1048576" help:"largest FastCGI PARAMS stream accepted from the web server"`
-	ErrorDetail              string        `env:"FCGISCOPE_ERROR_DETAIL" envDefault:"local" help:"what error pages show: full, local (full for loopback and private client addresses, minimal otherwise) or minimal"`
+	ErrorDetail              string        `env:"FCGISCOPE_ERROR_DETAIL" envDefault:"local" help:"what error pages show: full, local (full for loopback and FCGISCOPE_TRUSTED_NETWORKS clients, minimal otherwise) or minimal"`
+	TrustedNetworks          string        `env:"FCGISCOPE_TRUSTED_NETWORKS" help:"networks (CIDR, comma-separated) whose clients count as local for FCGISCOPE_ERROR_DETAIL and the admin API, besides loopback. Empty trusts loopback only: in a cluster every visitor comes from the ingress's private address"`
+	LogRedact                bool          `env:"FCGISCOPE_LOG_REDACT" envDefault:"false" help:"hide the values of secret-looking query parameters (password, token, key, ...) in the log's uri, as the pages and the admin API always do"`
 	ServerTiming             bool          `env:"FCGISCOPE_SERVER_TIMING" envDefault:"false" help:"add a Server-Timing header with connect and wait times to every response"`
 	NginxConfig              string        `env:"FCGISCOPE_NGINX_CONFIG" help:"nginx.conf, or the output of nginx -T saved to a file, to learn nginx's timeouts and buffer sizes where it passes to fcgiscope; empty looks in the usual places, - turns it off"`
 	FPMConfig                string        `env:"FCGISCOPE_FPM_CONFIG" help:"php-fpm.conf or pool file to read timeouts and limits from; empty looks in the usual places"`
@@ -49,6 +53,7 @@ type serveConfig struct {
 	FPMStatusInterval        time.Duration `env:"FCGISCOPE_FPM_STATUS_INTERVAL" envDefault:"2s" help:"how often to poll php-fpm's status page"`
 	AdminListen              string        `env:"FCGISCOPE_ADMIN_LISTEN" envDefault:"127.0.0.1:9180" help:"host:port of the admin HTTP endpoint: /metrics, /healthz, /readyz, the API and the dashboard; empty turns it off"`
 	AdminToken               string        `env:"FCGISCOPE_ADMIN_TOKEN" help:"bearer token the admin endpoint requires for everything but /healthz and /readyz; empty requires none"`
+	AdminInsecure            bool          `env:"FCGISCOPE_ADMIN_INSECURE" envDefault:"false" help:"let FCGISCOPE_ADMIN_LISTEN be reachable from other hosts without FCGISCOPE_ADMIN_TOKEN; without it fcgiscope refuses to start so"`
 	AdminPprof               bool          `env:"FCGISCOPE_ADMIN_PPROF" envDefault:"false" help:"serve Go's profiler under /debug/pprof/ on the admin endpoint"`
 	RecentRequests           int           `env:"FCGISCOPE_RECENT_REQUESTS" envDefault:"1000" help:"how many recent requests the admin endpoint keeps for its API and dashboard"`
 	ShutdownTimeout          time.Duration `env:"FCGISCOPE_SHUTDOWN_TIMEOUT" envDefault:"30s" help:"how long requests in flight may take to finish on SIGTERM"`
@@ -63,6 +68,7 @@ type serveConfig struct {
 	upstreamAddr fcgi.Addr
 	logLevel     zerolog.Level
 	errorDetail  diagnostics.Detail
+	trusted      []netip.Prefix
 }
 
 // configError is an invalid setting, reported once at start.
@@ -237,9 +243,14 @@ func (c *serveConfig) validate() error {
 	if c.errorDetail, err = diagnostics.ParseDetail(c.ErrorDetail); err != nil {
 		errs = append(errs, &configError{"FCGISCOPE_ERROR_DETAIL", c.ErrorDetail, err.Error()})
 	}
+	if c.trusted, err = diagnostics.ParseNetworks(c.TrustedNetworks); err != nil {
+		errs = append(errs, &configError{"FCGISCOPE_TRUSTED_NETWORKS", c.TrustedNetworks, err.Error() + "; write networks as 10.0.0.0/8, comma-separated"})
+	}
 	if c.AdminListen != "" {
 		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
 			errs = append(errs, &configError{"FCGISCOPE_ADMIN_LISTEN", c.AdminListen, "not host:port, as in 127.0.0.1:9180; empty turns the admin endpoint off"})
+		} else if err := web.CheckExposure(c.AdminListen, c.AdminToken); err != nil && !c.AdminInsecure {
+			errs = append(errs, &configError{"FCGISCOPE_ADMIN_LISTEN", c.AdminListen, "reachable from other hosts without FCGISCOPE_ADMIN_TOKEN: anyone who reaches it reads recent URIs, script paths and php-fpm's stderr. Set FCGISCOPE_ADMIN_TOKEN, listen on 127.0.0.1, or set FCGISCOPE_ADMIN_INSECURE=true to accept that"})
 		}
 	}
 	if c.RecentRequests < 1 {

@@ -55,6 +55,8 @@ func TestInvalidConfigurationNamesVariableValueAndFix(t *testing.T) {
 		{"listen mode not octal", []string{"FCGISCOPE_LISTEN_MODE=rw"}, nil, []string{"FCGISCOPE_LISTEN_MODE", "0660"}},
 		{"log format", []string{"FCGISCOPE_LOG_FORMAT=xml"}, nil, []string{"FCGISCOPE_LOG_FORMAT", "json or console"}},
 		{"upstream is ourselves", []string{"FCGISCOPE_UPSTREAM=127.0.0.1:9001"}, nil, []string{"FCGISCOPE_UPSTREAM", "point it at php-fpm"}},
+		{"admin open to other hosts without a token", []string{"FCGISCOPE_ADMIN_LISTEN=0.0.0.0:9180"}, nil, []string{"FCGISCOPE_ADMIN_LISTEN", "FCGISCOPE_ADMIN_TOKEN", "127.0.0.1", "FCGISCOPE_ADMIN_INSECURE=true"}},
+		{"trusted network mistyped", []string{"FCGISCOPE_TRUSTED_NETWORKS=10.0.0.0/33"}, nil, []string{"FCGISCOPE_TRUSTED_NETWORKS", "10.0.0.0/8"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,6 +74,25 @@ func TestInvalidConfigurationNamesVariableValueAndFix(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// An operator can open the admin endpoint to other hosts without a token,
+// but only by saying so.
+func TestAdminOpenWithoutTokenOnlyWhenSaidSo(t *testing.T) {
+	for _, environ := range [][]string{
+		{"FCGISCOPE_ADMIN_LISTEN=0.0.0.0:9180", "FCGISCOPE_ADMIN_INSECURE=true"},
+		{"FCGISCOPE_ADMIN_LISTEN=0.0.0.0:9180", "FCGISCOPE_ADMIN_TOKEN=s3cret"},
+		{"FCGISCOPE_ADMIN_LISTEN=127.0.0.1:9180"},
+		{"FCGISCOPE_ADMIN_LISTEN=[::1]:9180"},
+	} {
+		var cfg serveConfig
+		if _, err := loadConfig(&cfg, "serve", nil, environ, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.validate(); err != nil {
+			t.Errorf("%v refused: %v", environ, err)
+		}
 	}
 }
 

@@ -39,7 +39,8 @@ type httpConfig struct {
 	ConnectTimeout  time.Duration `env:"FCGISCOPE_CONNECT_TIMEOUT" envDefault:"3s" help:"how long to wait for php-fpm to accept a connection"`
 	ReadTimeout     time.Duration `env:"FCGISCOPE_READ_TIMEOUT" envDefault:"0s" help:"fail a request when php-fpm sends nothing for this long; 0 turns it off"`
 	HoldBytes       int           `env:"FCGISCOPE_HOLD_BYTES" envDefault:"65536" help:"response bytes held back so that a dying worker's response can still be replaced; 0 streams at once"`
-	ErrorDetail     string        `env:"FCGISCOPE_ERROR_DETAIL" envDefault:"local" help:"what error pages show: full, local (full for loopback and private client addresses, minimal otherwise) or minimal"`
+	ErrorDetail     string        `env:"FCGISCOPE_ERROR_DETAIL" envDefault:"local" help:"what error pages show: full, local (full for loopback and FCGISCOPE_TRUSTED_NETWORKS clients, minimal otherwise) or minimal"`
+	TrustedNetworks string        `env:"FCGISCOPE_TRUSTED_NETWORKS" help:"networks (CIDR, comma-separated) whose clients count as local for FCGISCOPE_ERROR_DETAIL, besides loopback"`
 	ServerTiming    bool          `env:"FCGISCOPE_SERVER_TIMING" envDefault:"true" help:"add a Server-Timing header with connect and wait times to every PHP response"`
 	FPMConfig       string        `env:"FCGISCOPE_FPM_CONFIG" help:"php-fpm.conf or pool file to read timeouts and limits from; empty looks in the usual places (with --fpm, the one it writes)"`
 	FPMLog          string        `env:"FCGISCOPE_FPM_LOG" help:"php-fpm error log to read when a worker dies; empty takes error_log from the php-fpm configuration"`
@@ -54,6 +55,7 @@ type httpConfig struct {
 	index        []string
 	logLevel     zerolog.Level
 	errorDetail  diagnostics.Detail
+	trusted      []netip.Prefix
 }
 
 const httpUsage = `fcgiscope http serves a PHP application over HTTP for local debugging,
@@ -98,6 +100,9 @@ func (c *httpConfig) validate() error {
 	}
 	if c.errorDetail, err = diagnostics.ParseDetail(c.ErrorDetail); err != nil {
 		errs = append(errs, &configError{"FCGISCOPE_ERROR_DETAIL", c.ErrorDetail, err.Error()})
+	}
+	if c.trusted, err = diagnostics.ParseNetworks(c.TrustedNetworks); err != nil {
+		errs = append(errs, &configError{"FCGISCOPE_TRUSTED_NETWORKS", c.TrustedNetworks, err.Error() + "; write networks as 10.0.0.0/8, comma-separated"})
 	}
 	switch c.LogFormat {
 	case "json", "console":
@@ -192,6 +197,7 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 	explainer := &diagnostics.Explainer{
 		Classifier: classifier,
 		Detail:     cfg.errorDetail,
+		Trusted:    cfg.trusted,
 		Sinks:      []diagnostics.Sink{&diagnostics.AccessLog{Log: log, Stderr: true}},
 	}
 	gw := &httpgateway.Gateway{

@@ -87,7 +87,8 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	explainer := &diagnostics.Explainer{
 		Classifier: classifier,
 		Detail:     cfg.errorDetail,
-		Sinks:      []diagnostics.Sink{&diagnostics.AccessLog{Log: log}, recorder},
+		Trusted:    cfg.trusted,
+		Sinks:      []diagnostics.Sink{&diagnostics.AccessLog{Log: log, Redact: cfg.LogRedact}, recorder},
 	}
 	srv = &proxy.Server{
 		Upstream:                 cfg.upstreamAddr,
@@ -127,7 +128,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	}
 	if cfg.AdminListen != "" {
 		if err := web.CheckExposure(cfg.AdminListen, cfg.AdminToken); err != nil {
-			log.Warn().Err(err).Msg("the admin endpoint shows recent URIs, script paths and php-fpm's stderr")
+			log.Warn().Err(err).Msg("FCGISCOPE_ADMIN_INSECURE=true: the admin endpoint is open to other hosts without a token; it shows them /metrics, the probes, and the recent requests with minimal detail unless FCGISCOPE_TRUSTED_NETWORKS includes them")
 		}
 		adminLn, err := net.Listen("tcp", cfg.AdminListen)
 		if err != nil {
@@ -140,7 +141,9 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 			Upstream: cfg.upstreamAddr,
 			Token:    cfg.AdminToken,
 			Detail:   cfg.errorDetail,
+			Trusted:  cfg.trusted,
 			Pprof:    cfg.AdminPprof,
+			Log:      log.With().Str("component", "admin").Logger(),
 		}
 		if pool != nil {
 			admin.PingPath = pool.PingPath

@@ -18,6 +18,9 @@ type AccessLog struct {
 	// nginx's error log would ("FastCGI sent in stderr"), for a server
 	// with no nginx in front: fcgiscope http.
 	Stderr bool
+	// Redact hides the values of secret-looking query parameters in the
+	// uri, as the pages and the admin API always do (RedactQuery).
+	Redact bool
 }
 
 var _ Sink = (*AccessLog)(nil)
@@ -51,7 +54,7 @@ func (a *AccessLog) Record(t *outcome.Trace, d *Diagnosis) {
 	ev = ev.Str("request_id", t.RequestID).
 		Uint64("conn", t.ConnID).
 		Str("method", t.Method).
-		Str("uri", t.URI).
+		Str("uri", a.uri(t)).
 		Str("script", t.Script).
 		Int("status", status).
 		Str("outcome", outcome).
@@ -94,6 +97,13 @@ func (a *AccessLog) Record(t *outcome.Trace, d *Diagnosis) {
 		}
 	}
 	ev.Msg("request")
+}
+
+func (a *AccessLog) uri(t *outcome.Trace) string {
+	if a.Redact {
+		return RedactQuery(t.URI)
+	}
+	return t.URI
 }
 
 // ms converts d to milliseconds with microsecond precision.

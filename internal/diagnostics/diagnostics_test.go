@@ -242,7 +242,7 @@ func TestHTMLPageEscapesWhatCameFromTheRequestAndPHP(t *testing.T) {
 	tr.URI = `/x.php?q=<script>alert(1)</script>`
 	tr.Stderr = []byte(`PHP message: <img src=x onerror=alert(2)>`)
 	tr.RequestID = `id"><script>alert(3)</script>`
-	tr.Accept, tr.RemoteAddr = "text/html", "10.0.0.1"
+	tr.Accept, tr.RemoteAddr = "text/html", "127.0.0.1"
 	head, body, _ := reply(t, &Explainer{}, tr)
 	for _, raw := range []string{"<script>", "<img"} {
 		if strings.Contains(body, raw) {

@@ -1,6 +1,7 @@
 package diagnostics
 
 import (
+	"net/netip"
 	"sync"
 
 	"github.com/fcgiscope/fcgiscope/internal/cgi"
@@ -30,6 +31,9 @@ type Explainer struct {
 	Classifier *Classifier
 	// Detail is how much a replacement response tells the client.
 	Detail Detail
+	// Trusted are the networks whose clients DetailLocal shows everything
+	// to, besides loopback.
+	Trusted []netip.Prefix
 	// Sinks receive every finished request.
 	Sinks []Sink
 
@@ -52,7 +56,7 @@ func (e *Explainer) Respond(t *outcome.Trace) cgi.Reply {
 		unexplained(d, "The request failed without an error.")
 	}
 	e.replied.Store(t, d)
-	return render(t, d, e.Detail)
+	return render(t, d, Audience{e.Detail, e.Trusted})
 }
 
 // Observe hands a finished request and its diagnosis to every Sink.
@@ -107,5 +111,5 @@ func (e *Explainer) Review(t *outcome.Trace) (page cgi.Reply, banner []byte, ok 
 	}
 	// The page keeps the status php-fpm gave.
 	d = &Diagnosis{Cause: d.Cause, Status: t.Status, Detail: d.Detail, Hints: d.Hints, Evidence: d.Evidence, FPMPid: d.FPMPid}
-	return render(t, d, DetailFull), renderBanner(d), true
+	return render(t, d, Audience{Detail: DetailFull}), renderBanner(d), true
 }

@@ -24,8 +24,8 @@ const (
 	// DetailFull shows everything: detail, hints, evidence, timeline,
 	// stderr.
 	DetailFull Detail = "full"
-	// DetailLocal shows everything to clients on loopback or private
-	// addresses and DetailMinimal to the rest.
+	// DetailLocal shows everything to clients on loopback and on the
+	// networks an Audience trusts, and DetailMinimal to the rest.
 	DetailLocal Detail = "local"
 	// DetailMinimal shows the status, the title, the cause id and the
 	// request id: no paths, addresses or stderr.
@@ -43,8 +43,8 @@ func ParseDetail(s string) (Detail, error) {
 
 // render builds the replacement response for t, explained by d, in the
 // format the client asked for and with the detail it may see.
-func render(t *outcome.Trace, d *Diagnosis, policy Detail) cgi.Reply {
-	v := newView(t, d, showFull(policy, t.RemoteAddr))
+func render(t *outcome.Trace, d *Diagnosis, audience Audience) cgi.Reply {
+	v := newView(t, d, audience.Full(t.RemoteAddr))
 
 	var body []byte
 	var ctype string
@@ -80,22 +80,6 @@ func render(t *outcome.Trace, d *Diagnosis, policy Detail) cgi.Reply {
 	// nginx's error log is the operator's: it always gets the whole story.
 	line := fmt.Sprintf("fcgiscope: %s: %s (request_id=%s)", d.Cause.ID, oneLine(d.Detail), t.RequestID)
 	return cgi.Reply{CGI: reply, LogLine: line}
-}
-
-// showFull reports whether a client at remote sees the whole explanation.
-func showFull(policy Detail, remote string) bool {
-	switch policy {
-	case DetailFull:
-		return true
-	case DetailMinimal:
-		return false
-	}
-	a, err := netip.ParseAddr(remote)
-	if err != nil {
-		return false
-	}
-	a = a.Unmap()
-	return a.IsLoopback() || a.IsPrivate()
 }
 
 // view is what the three formats show.
@@ -135,7 +119,7 @@ func newView(t *outcome.Trace, d *Diagnosis, full bool) *view {
 		return v
 	}
 	v.Detail, v.Hints, v.Evidence = d.Detail, d.Hints, d.Evidence
-	v.Upstream, v.Method, v.URI, v.Script = t.Upstream.String(), t.Method, t.URI, t.Script
+	v.Upstream, v.Method, v.URI, v.Script = t.Upstream.String(), t.Method, RedactQuery(t.URI), t.Script
 	v.Stderr = string(t.Stderr)
 	add := func(name string, at time.Time) {
 		if !at.IsZero() {

@@ -116,6 +116,7 @@ func (rec *record) request(full bool) Request {
 	}
 	if full {
 		q.Script, q.RemoteAddr, q.Upstream = rec.script, rec.remoteAddr, rec.upstream.String()
+		q.URI = diagnostics.RedactQuery(q.URI)
 	} else {
 		q.URI, _, _ = strings.Cut(q.URI, "?")
 		q.Redacted = true

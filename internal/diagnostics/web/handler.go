@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
@@ -73,8 +75,15 @@ type Handler struct {
 	// FCGISCOPE_ERROR_DETAIL is for error pages: DetailMinimal hides
 	// script paths, query strings, addresses, explanations, evidence and
 	// stderr; DetailLocal, the default, shows everything to admin clients
-	// on loopback and private addresses and minimal detail to the rest.
+	// on loopback and on the Trusted networks, and minimal detail to the
+	// rest. Secret-looking query parameters are redacted even then.
 	Detail diagnostics.Detail
+	// Trusted are the networks DetailLocal treats as local, besides
+	// loopback.
+	Trusted []netip.Prefix
+	// Log receives a line for each request with a wrong token, with the
+	// client's address; the zero Logger discards them.
+	Log zerolog.Logger
 	// Pprof serves Go's profiler under /debug/pprof/.
 	Pprof bool
 
@@ -82,7 +91,14 @@ type Handler struct {
 	mux   *http.ServeMux
 	rec   *Recorder
 	ready readiness
+	// guessing serializes the answers to wrong tokens, each delayed,
+	// so that guesses cannot be made faster than one per
+	// wrongTokenDelay, however many connections make them.
+	guessing sync.Mutex
 }
+
+// wrongTokenDelay is what a wrong token costs its sender.
+const wrongTokenDelay = 250 * time.Millisecond
 
 func (h *Handler) init() {
 	h.once.Do(func() {
@@ -132,6 +148,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/healthz", "/readyz", "/login":
 	default:
 		if !h.authorized(r) {
+			if h.offeredToken(r) {
+				h.wrongToken(r)
+			}
 			h.unauthorized(w, r)
 			return
 		}
@@ -153,8 +172,31 @@ func (h *Handler) authorized(r *http.Request) bool {
 	return false
 }
 
+// tokenMatches compares digests, which have one length whatever the token
+// offered, so that the time taken tells nothing of the token's length.
 func (h *Handler) tokenMatches(s string) bool {
-	return subtle.ConstantTimeCompare([]byte(s), []byte(h.Token)) == 1
+	offered, want := sha256.Sum256([]byte(s)), sha256.Sum256([]byte(h.Token))
+	return subtle.ConstantTimeCompare(offered[:], want[:]) == 1
+}
+
+// offeredToken reports whether r carries a token at all, as opposed to a
+// first visit that is to be shown the sign-in form.
+func (h *Handler) offeredToken(r *http.Request) bool {
+	if strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+		return true
+	}
+	_, err := r.Cookie(cookieName)
+	return err == nil
+}
+
+// wrongToken logs a wrong token with the client's address and makes its
+// sender wait, one guess at a time.
+func (h *Handler) wrongToken(r *http.Request) {
+	h.Log.Warn().Str("client", r.RemoteAddr).Str("path", r.URL.Path).
+		Msg("admin endpoint: wrong token (FCGISCOPE_ADMIN_TOKEN); the answer is delayed")
+	h.guessing.Lock()
+	defer h.guessing.Unlock()
+	time.Sleep(wrongTokenDelay)
 }
 
 var loginPage = template.Must(template.ParseFS(assets, "assets/login.html"))
@@ -184,7 +226,7 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if !h.tokenMatches(token) {
 		// A wrong guess costs time, so that the form is no fast oracle.
-		time.Sleep(250 * time.Millisecond)
+		h.wrongToken(r)
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusUnauthorized)
@@ -204,18 +246,7 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request) {
 
 // full reports whether the admin client r gets full detail.
 func (h *Handler) full(r *http.Request) bool {
-	switch h.Detail {
-	case diagnostics.DetailFull:
-		return true
-	case diagnostics.DetailMinimal:
-		return false
-	}
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return false
-	}
-	a := ap.Addr().Unmap()
-	return a.IsLoopback() || a.IsPrivate()
+	return diagnostics.Audience{Detail: h.Detail, Trusted: h.Trusted}.Full(r.RemoteAddr)
 }
 
 // Serve answers admin requests on ln until ctx ends. Then it ends the event

@@ -2,6 +2,7 @@ package web
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,10 +11,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +27,7 @@ import (
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/metricstest"
+	"github.com/rs/zerolog"
 )
 
 // fakePool is a PoolStatus with a fixed answer.
@@ -289,7 +293,7 @@ func TestAPIRequestDetail(t *testing.T) {
 	if !strings.Contains(d.Stderr, "something odd") || d.StderrBytes == 0 {
 		t.Errorf("stderr %q (%d bytes)", d.Stderr, d.StderrBytes)
 	}
-	if d.Script != "/srv/www/crash.php" || d.URI != "/crash.php?sig=9&password=hunter2" || d.Upstream != fpmSock.String() {
+	if d.Script != "/srv/www/crash.php" || d.URI != "/crash.php?sig=9&password=REDACTED" || d.Upstream != fpmSock.String() {
 		t.Errorf("script %q uri %q upstream %q", d.Script, d.URI, d.Upstream)
 	}
 	var names []string
@@ -369,13 +373,22 @@ func TestMinimalDetailHidesPathsAndStderr(t *testing.T) {
 			}
 		})
 	}
-	t.Run("local from loopback and private addresses", func(t *testing.T) {
-		h := &Handler{Recorder: r}
-		for _, remote := range []string{"127.0.0.1:1", "[::1]:1", "10.1.2.3:1", "192.168.1.1:1", "[::ffff:172.16.0.1]:1"} {
+	t.Run("local from loopback and trusted networks only", func(t *testing.T) {
+		h := &Handler{Recorder: r, Trusted: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")}}
+		for _, remote := range []string{"127.0.0.1:1", "[::1]:1", "192.168.1.1:1", "[::ffff:192.168.7.7]:1"} {
 			var d RequestDetail
 			getJSON(t, h, "/api/requests/2", 200, &d, "RemoteAddr", remote)
 			if d.Redacted || d.Script == "" || d.Stderr == "" || len(d.Hints) == 0 {
 				t.Errorf("%s gets minimal detail: %+v", remote, d)
+			}
+		}
+		// A private address is not trusted by itself: in a cluster it
+		// is the ingress controller's, for every visitor.
+		for _, remote := range []string{"10.1.2.3:1", "[::ffff:172.16.0.1]:1"} {
+			var d RequestDetail
+			getJSON(t, h, "/api/requests/2", 200, &d, "RemoteAddr", remote)
+			if !d.Redacted || d.Script != "" || d.Stderr != "" {
+				t.Errorf("%s gets full detail: %+v", remote, d)
 			}
 		}
 	})
@@ -772,4 +785,55 @@ func TestServeStopsWithOpenEventStreams(t *testing.T) {
 		t.Logf("stream ended with %v", err)
 	}
 	waitFor(t, func() bool { return r.subscribers() == 0 })
+}
+
+// Wrong tokens are logged with the client's address and answered one at a
+// time, each after a delay, however many connections send them; the right
+// token is not slowed down.
+func TestWrongTokensAreSlowedAndLogged(t *testing.T) {
+	var logs bytes.Buffer
+	h := &Handler{Recorder: &Recorder{}, Token: "correct-horse-battery-staple", Log: zerolog.New(&syncWriter{w: &logs})}
+	const guesses = 4
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range guesses {
+		wg.Go(func() {
+			resp := get(t, h, "/api/requests", "Authorization", "Bearer guess-"+strconv.Itoa(i), "RemoteAddr", "198.51.100.7:4000")
+			if resp.StatusCode != 401 {
+				t.Errorf("a wrong token got %d", resp.StatusCode)
+			}
+		})
+	}
+	wg.Wait()
+	if took := time.Since(start); took < guesses*wrongTokenDelay {
+		t.Errorf("%d wrong tokens answered in %s: not one at a time (%s each)", guesses, took, wrongTokenDelay)
+	}
+	if n := strings.Count(logs.String(), "198.51.100.7:4000"); n != guesses {
+		t.Errorf("%d log lines name the client, want %d:\n%s", n, guesses, logs.String())
+	}
+	if resp := get(t, h, "/api/requests", "Authorization", "Bearer correct-horse-battery-staple"); resp.StatusCode != 200 {
+		t.Errorf("the right token got %d", resp.StatusCode)
+	}
+	// A first visit without any token is not a guess: no delay, no line.
+	logs.Reset()
+	if resp := get(t, h, "/api/requests"); resp.StatusCode != 401 || logs.Len() != 0 {
+		t.Errorf("no token: %d, logged %q", resp.StatusCode, logs.String())
+	}
+	for _, guess := range []string{"", "c", "correct-horse-battery-stapl", "correct-horse-battery-staple-and-more"} {
+		if h.tokenMatches(guess) {
+			t.Errorf("%q matches", guess)
+		}
+	}
+}
+
+// syncWriter lets concurrent loggers share a buffer.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
