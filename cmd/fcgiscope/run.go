@@ -19,6 +19,7 @@ const (
 	exitFailure = 1
 	exitUsage   = 2
 	exitSIGINT  = 130
+	exitSIGQUIT = 131
 	exitSIGTERM = 143
 )
 
@@ -98,12 +99,15 @@ func printVersion(w io.Writer) {
 	fmt.Fprintf(w, "fcgiscope %s (commit %s, %s)\n", version, c, runtime.Version())
 }
 
-// signalContext returns a context that ends on the first SIGINT or SIGTERM.
-// The cause of the context names the signal.
+// signalContext returns a context that ends on the first SIGINT, SIGTERM or
+// SIGQUIT, each a graceful stop: SIGQUIT is how nginx and php-fpm are told
+// to finish what they serve and leave, and Go's own answer to it (a stack
+// dump and exit) would fail every request in flight. The cause of the
+// context names the signal.
 func signalContext() (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	ch := make(chan os.Signal, 2)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
 	go func() {
 		sig, ok := <-ch
 		if !ok {
@@ -128,8 +132,11 @@ type stopSignalError struct{ sig os.Signal }
 func (e *stopSignalError) Error() string { return "received " + e.sig.String() }
 
 func exitCodeFor(sig os.Signal) int {
-	if sig == syscall.SIGINT {
+	switch sig {
+	case syscall.SIGINT:
 		return exitSIGINT
+	case syscall.SIGQUIT:
+		return exitSIGQUIT
 	}
 	return exitSIGTERM
 }

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -53,6 +56,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		Done: ctx.Done(),
 	}
 	watchPHP(ctx, classifier, conf, cfg.PHPIni, cfg.PHPLog, log)
+	reloadOnSignal(ctx, &cfg, classifier, nginx, log)
 	var poller *fpm.Poller
 	if path := statusPath(&cfg, pool); path != "" {
 		poller = &fpm.Poller{Addr: cfg.upstreamAddr, Path: path, Interval: cfg.FPMStatusInterval}
@@ -212,6 +216,33 @@ func loadFPM(cfg *serveConfig, log zerolog.Logger) (*fpm.Config, *fpm.Pool, *fpm
 	log.Info().Str("config", conf.Path).Str("pool", pool.Name).Dur("request_terminate_timeout", pool.RequestTerminateTimeout).
 		Int("pm.max_children", pool.MaxChildren).Msg("read the php-fpm pool configuration")
 	return conf, pool, tail
+}
+
+// reloadOnSignal reads php-fpm's pool, php.ini and nginx's configuration
+// again on SIGHUP, as operators and process managers expect of a daemon,
+// and on SIGUSR1 and SIGUSR2 (which nginx and php-fpm take to reopen their
+// logs or reload), whose default would kill fcgiscope with every request
+// in flight. Requests go on meanwhile; the logs fcgiscope follows are
+// reopened after rotation by themselves.
+func reloadOnSignal(ctx context.Context, cfg *serveConfig, c *diagnostics.Classifier, nginx *front.Watcher, log zerolog.Logger) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	go func() {
+		defer signal.Stop(ch)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case sig := <-ch:
+				log.Info().Str("signal", sig.String()).Msg("reading php-fpm's pool, php.ini and nginx's configuration again")
+				conf, pool, _ := loadFPM(cfg, log)
+				c.Reload(pool, loadPHPIni(ctx, conf, cfg.PHPIni, log))
+				if nginx != nil {
+					nginx.ReadAgain()
+				}
+			}
+		}
+	}()
 }
 
 // watchNginx reads nginx's configuration, logs what it says of the

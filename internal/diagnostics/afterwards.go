@@ -34,8 +34,8 @@ func (c *Classifier) afterwards(t *outcome.Trace, d *Diagnosis, gaveUp string) {
 		d.Detail += " Afterwards: " + s
 	}
 	rtt := time.Duration(0)
-	if c.Pool != nil {
-		rtt = c.Pool.RequestTerminateTimeout
+	if c.pool() != nil {
+		rtt = c.pool().RequestTerminateTimeout
 	}
 	switch {
 	case c.Status == nil && c.Log == nil:
@@ -216,7 +216,7 @@ func (f *follower) finished(ran time.Duration, pid int) string {
 func (f *follower) killed(e fpm.Event) string {
 	t := f.t
 	limit := "request_terminate_timeout"
-	if p := f.c.Pool; p != nil && p.RequestTerminateTimeout > 0 {
+	if p := f.c.pool(); p != nil && p.RequestTerminateTimeout > 0 {
 		limit = fmt.Sprintf("request_terminate_timeout = %s%s", p.RequestTerminateTimeout, at(p.Settings["request_terminate_timeout"].Where()))
 	}
 	ran := time.Duration(e.Seconds * float64(time.Second))

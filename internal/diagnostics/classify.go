@@ -72,10 +72,43 @@ type Classifier struct {
 	FPMRoot func() string
 
 	followed atomic.Int32 // requests being followed
+	// reloaded holds the pool and php.ini read again by Reload; until
+	// then the Pool and PHPIni fields apply.
+	reloaded atomic.Pointer[phpConfig]
 	// oomAt is when an OOM kill was last seen in php-fpm's cgroup (Unix
 	// nanoseconds): one kill, seen by the first request that looked, is
 	// the answer for every request that died with it.
 	oomAt atomic.Int64
+}
+
+// phpConfig is what Reload puts in place of the Pool and PHPIni fields.
+type phpConfig struct {
+	pool *fpm.Pool
+	ini  *fpm.PHPIni
+}
+
+// Reload makes the classifier use pool and ini, read again (on SIGHUP),
+// for the requests explained from now on. It is safe while requests are
+// being explained.
+func (c *Classifier) Reload(pool *fpm.Pool, ini *fpm.PHPIni) {
+	c.reloaded.Store(&phpConfig{pool, ini})
+}
+
+// pool returns the php-fpm pool in effect: the one Reload gave, else the
+// Pool field.
+func (c *Classifier) pool() *fpm.Pool {
+	if r := c.reloaded.Load(); r != nil {
+		return r.pool
+	}
+	return c.Pool
+}
+
+// phpIni returns the php.ini in effect, as pool does the pool.
+func (c *Classifier) phpIni() *fpm.PHPIni {
+	if r := c.reloaded.Load(); r != nil {
+		return r.ini
+	}
+	return c.PHPIni
 }
 
 // MemoryWatch tells how many times the OOM killer struck in php-fpm's

@@ -61,7 +61,7 @@ func (c *Classifier) messages(t *outcome.Trace) []fpm.Message {
 		}
 	}
 	if c.Log != nil {
-		if len(msgs) == 0 && c.Pool != nil && c.Pool.CatchWorkersOutput && c.suspect(t) {
+		if len(msgs) == 0 && c.pool() != nil && c.pool().CatchWorkersOutput && c.suspect(t) {
 			// php-fpm copies a worker's output into its log a moment
 			// after the worker wrote it; wait for it only for the
 			// requests that likely have something there, and only
@@ -96,10 +96,10 @@ const workerOutputLag = 10 * time.Millisecond
 // /proc/self/fd/2 with catch_workers_output. They then reach the log a
 // moment after the request ended.
 func (c *Classifier) errorsToWorkerOutput() bool {
-	if c.Pool == nil || !c.Pool.CatchWorkersOutput {
+	if c.pool() == nil || !c.pool().CatchWorkersOutput {
 		return false
 	}
-	v := fpm.PHPSetting(c.Pool, c.PHPIni, "error_log").Value
+	v := fpm.PHPSetting(c.pool(), c.phpIni(), "error_log").Value
 	return strings.HasPrefix(v, "/proc/self/fd/") || strings.HasPrefix(v, "/dev/std")
 }
 
@@ -126,7 +126,7 @@ func (c *Classifier) oversized(t *outcome.Trace) bool {
 // maybeSlow reports whether the request ran long enough for php-fpm's
 // slowlog to catch it.
 func (c *Classifier) maybeSlow(t *outcome.Trace) bool {
-	p := c.Pool
+	p := c.pool()
 	return p != nil && p.RequestSlowlogTimeout > 0 && t.End.Sub(t.DialEnd) >= p.RequestSlowlogTimeout
 }
 
@@ -180,9 +180,9 @@ func (c *Classifier) phpSetting(t *outcome.Trace, name string) (value, describe 
 	if v, ok := c.fromPHPValue(t, name); ok {
 		return v, fmt.Sprintf("%s = %s (the PHP_VALUE param nginx sends with the request)", name, v)
 	}
-	s := fpm.PHPSetting(c.Pool, c.PHPIni, name)
+	s := fpm.PHPSetting(c.pool(), c.phpIni(), name)
 	describe = s.Describe(name)
-	if c.PHPIni == nil && !s.IsSet() {
+	if c.phpIni() == nil && !s.IsSet() {
 		describe += ", as fcgiscope found no php.ini to read (FCGISCOPE_PHP_INI)"
 	}
 	return s.Value, describe
@@ -193,13 +193,13 @@ func (c *Classifier) phpValue(t *outcome.Trace, name string) string {
 	if v, ok := c.fromPHPValue(t, name); ok {
 		return v
 	}
-	return fpm.PHPSetting(c.Pool, c.PHPIni, name).Value
+	return fpm.PHPSetting(c.pool(), c.phpIni(), name).Value
 }
 
 // fromPHPValue returns the value the request's PHP_VALUE param gives the
 // setting, unless the pool fixes it with php_admin_value.
 func (c *Classifier) fromPHPValue(t *outcome.Trace, name string) (string, bool) {
-	if c.Pool != nil && c.Pool.PHPValues[name].Admin {
+	if c.pool() != nil && c.pool().PHPValues[name].Admin {
 		return "", false
 	}
 	for rest := t.PHPValue; rest != ""; {
@@ -322,7 +322,7 @@ func phpError(msgs []fpm.Message, d *Diagnosis) bool {
 // slowRequest names a request that completed but that php-fpm's slowlog
 // caught, with the stack it took.
 func (c *Classifier) slowRequest(t *outcome.Trace, d *Diagnosis) bool {
-	p := c.Pool
+	p := c.pool()
 	if !c.maybeSlow(t) || t.Script == "" {
 		return false
 	}

@@ -42,7 +42,7 @@ func (c *Classifier) dialFailure(t *outcome.Trace, de *outcome.DialError, d *Dia
 	case errors.Is(err, syscall.EAGAIN):
 		d.Cause = CauseBacklogFull
 		d.Detail = fmt.Sprintf("php-fpm's listen queue on %s is full (EAGAIN): every worker is busy and the queue of waiting connections is at its limit.", addr.Address)
-		if p := c.Pool; p != nil {
+		if p := c.pool(); p != nil {
 			ev["pm.max_children"] = strconv.Itoa(p.MaxChildren)
 			ev["listen.backlog"] = strconv.Itoa(p.ListenBacklog)
 			d.Detail += fmt.Sprintf(" Pool %q runs at most %d workers with listen.backlog = %d.", p.Name, p.MaxChildren, p.ListenBacklog)
@@ -60,7 +60,7 @@ func (c *Classifier) dialFailure(t *outcome.Trace, de *outcome.DialError, d *Dia
 		d.Cause = CauseRefused
 		d.Detail = fmt.Sprintf("Nothing accepts connections on %s (connection refused).", addr)
 		hints := c.finderHints(t)
-		if len(hints) == 0 || c.Pool != nil {
+		if len(hints) == 0 || c.pool() != nil {
 			hints = append([]string{c.listenHint(addr, "Start php-fpm, or set FCGISCOPE_UPSTREAM to the listen address of its pool (listen = ... in the pool file).")}, hints...)
 		}
 		d.Hints = hints
@@ -109,7 +109,7 @@ func (c *Classifier) nearbyHints(addr fcgi.Addr) []string {
 // answer, in the words of the pool's own listen setting when the pool's
 // configuration is known, or else says otherwise.
 func (c *Classifier) listenHint(addr fcgi.Addr, otherwise string) string {
-	p := c.Pool
+	p := c.pool()
 	if p == nil || !p.Listen.IsSet() {
 		return otherwise
 	}

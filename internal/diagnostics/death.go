@@ -72,7 +72,7 @@ func (c *Classifier) oomKilled(t *outcome.Trace, d *Diagnosis, pid int, how stri
 	}
 	d.Detail = fmt.Sprintf("%s %s after %s: the kernel's OOM killer killed it with SIGKILL; %s.", worker, how, seconds(elapsed), source) + d.Detail
 	children := "pm.max_children"
-	if p := c.Pool; p != nil && p.MaxChildren > 0 {
+	if p := c.pool(); p != nil && p.MaxChildren > 0 {
 		children = fmt.Sprintf("pm.max_children = %d%s", p.MaxChildren, at(p.Settings["pm.max_children"].Where()))
 	}
 	_, memLimit := c.phpSetting(t, "memory_limit")
@@ -115,7 +115,7 @@ func (c *Classifier) clientNotAllowed(t *outcome.Trace, d *Diagnosis, elapsed ti
 		from = a.IP.String()
 	}
 	var listed, where string
-	if p := c.Pool; p != nil && p.ListenAllowedClients != "" {
+	if p := c.pool(); p != nil && p.ListenAllowedClients != "" {
 		listed = p.ListenAllowedClients
 		where = p.Settings["listen.allowed_clients"].Where()
 	}
@@ -134,9 +134,9 @@ func (c *Classifier) clientNotAllowed(t *outcome.Trace, d *Diagnosis, elapsed ti
 		ev["connected_from"] = from
 	}
 	pool := "The pool"
-	if c.Pool != nil {
-		pool = fmt.Sprintf("Pool %q", c.Pool.Name)
-		ev["pool"] = c.Pool.Name
+	if c.pool() != nil {
+		pool = fmt.Sprintf("Pool %q", c.pool().Name)
+		ev["pool"] = c.pool().Name
 	}
 	if saidSo {
 		ev["fpm_log_line"] = logged.Line

@@ -21,8 +21,8 @@ import (
 // visible from here. seen says which file system that is, for the
 // explanation.
 func (c *Classifier) fpmPath(path string) (at, seen string) {
-	if c.Pool != nil && c.Pool.Chroot != "" {
-		path = filepath.Join(c.Pool.Chroot, path)
+	if c.pool() != nil && c.pool().Chroot != "" {
+		path = filepath.Join(c.pool().Chroot, path)
 	}
 	if c.FPMRoot != nil {
 		if root := c.FPMRoot(); root != "" {
@@ -128,14 +128,14 @@ func (c *Classifier) scriptNotFound(t *outcome.Trace, msgs []fpm.Message, d *Dia
 // whyNotSeen explains a script that exists here but php-fpm reported
 // unknown: a directory its user may not search, or another file system.
 func (c *Classifier) whyNotSeen(script, seen string) string {
-	if c.Pool != nil && c.Pool.User != "" {
-		if u, err := user.Lookup(c.Pool.User); err == nil {
+	if c.pool() != nil && c.pool().User != "" {
+		if u, err := user.Lookup(c.pool().User); err == nil {
 			uid, _ := strconv.Atoi(u.Uid)
 			gids, _ := u.GroupIds()
 			for dir := filepath.Dir(script); ; dir = filepath.Dir(dir) {
 				at, _ := c.fpmPath(dir)
 				if fi, err := os.Stat(at); err == nil && !mayEnter(fi, uid, gids) {
-					return fmt.Sprintf("The file exists, but the pool's user %q (pool %q%s) may not enter %q (mode %s): php-fpm cannot reach it.", c.Pool.User, c.Pool.Name, commaWhere(c.Pool.Settings["user"].Where()), dir, fi.Mode().Perm())
+					return fmt.Sprintf("The file exists, but the pool's user %q (pool %q%s) may not enter %q (mode %s): php-fpm cannot reach it.", c.pool().User, c.pool().Name, commaWhere(c.pool().Settings["user"].Where()), dir, fi.Mode().Perm())
 				}
 				if dir == "/" || dir == "." {
 					break

@@ -16,7 +16,7 @@ func (c *Classifier) queueFailure(e *outcome.QueueTimeoutError, d *Diagnosis) {
 	ev["max_conns"] = strconv.Itoa(e.MaxConns)
 	ev["queue_ms"] = fmt.Sprintf("%.1f", ms(e.Waited))
 	slots := fmt.Sprintf("All %d php-fpm workers fcgiscope sends to at once (FCGISCOPE_MAX_CONNS)", e.MaxConns)
-	if p := c.Pool; p != nil && p.MaxChildren == e.MaxConns {
+	if p := c.pool(); p != nil && p.MaxChildren == e.MaxConns {
 		where := p.Settings["pm.max_children"].Where()
 		ev["pm.max_children"] = strconv.Itoa(p.MaxChildren)
 		slots = fmt.Sprintf("All pm.max_children = %d workers of pool %s%s", p.MaxChildren, p.Name, at(where))
@@ -76,7 +76,7 @@ func (c *Classifier) webServerTimeout(t *outcome.Trace, d *Diagnosis) bool {
 		fmt.Sprintf("Make the script answer within %s, or raise %s (and request_terminate_timeout with it, so that php-fpm does not run on for nobody).", timeout.Value, name),
 		"Raising PHP's max_execution_time changes nothing here: nginx's timeout ended the request, not PHP's.",
 	}
-	if p := c.Pool; p != nil && t.QueueTime() > 0 {
+	if p := c.pool(); p != nil && t.QueueTime() > 0 {
 		d.Hints = append(d.Hints, fmt.Sprintf("The request waited for a worker: all pm.max_children = %d workers of pool %s%s were busy; find what keeps them busy, or add workers.", p.MaxChildren, p.Name, at(p.Settings["pm.max_children"].Where())))
 	}
 	return true

@@ -45,7 +45,7 @@ func (c *Classifier) workerGone(t *outcome.Trace, d *Diagnosis) {
 		"Look in php-fpm's error log at this time for \"exited on signal\": SIGSEGV points at a PHP extension, SIGKILL at the kernel's OOM killer (dmesg) or an operator.",
 		"Give fcgiscope the pool configuration (FCGISCOPE_FPM_CONFIG) so it can tell a request_terminate_timeout kill from a crash.",
 	}
-	if c.Pool != nil {
+	if c.pool() != nil {
 		d.Hints = d.Hints[:1]
 	}
 }
@@ -55,7 +55,7 @@ func (c *Classifier) workerGone(t *outcome.Trace, d *Diagnosis) {
 // it did.
 func (c *Classifier) workerGoneByTiming(t *outcome.Trace, d *Diagnosis, how string, elapsed time.Duration) bool {
 	ev := d.Evidence
-	p := c.Pool
+	p := c.pool()
 	if p == nil || p.RequestTerminateTimeout <= 0 || !matchesTerminate(elapsed, p.RequestTerminateTimeout) {
 		return false
 	}
@@ -120,7 +120,7 @@ func (c *Classifier) fromLog(t *outcome.Trace, d *Diagnosis, how string, elapsed
 		ev["fpm_log_line"] = timedOut.Line
 		d.Detail = fmt.Sprintf("php-fpm terminated worker %d: its log says the script %s (request %q) \"execution timed out (%.2f sec)\".", timedOut.Pid, timedOut.Script, timedOut.Request, timedOut.Seconds)
 		limitHint := "raise request_terminate_timeout in the pool"
-		if p := c.Pool; p != nil && p.RequestTerminateTimeout > 0 {
+		if p := c.pool(); p != nil && p.RequestTerminateTimeout > 0 {
 			where := p.Settings["request_terminate_timeout"].Where()
 			ev["request_terminate_timeout"] = p.RequestTerminateTimeout.String()
 			ev["pool"] = p.Name
@@ -146,7 +146,7 @@ func (c *Classifier) fromLog(t *outcome.Trace, d *Diagnosis, how string, elapsed
 		return true
 	}
 	ev["signal"] = exit.SignalName
-	if exit.Signal == int(syscall.SIGTERM) && c.Pool != nil && c.Pool.RequestTerminateTimeout > 0 && matchesTerminate(elapsed, c.Pool.RequestTerminateTimeout) {
+	if exit.Signal == int(syscall.SIGTERM) && c.pool() != nil && c.pool().RequestTerminateTimeout > 0 && matchesTerminate(elapsed, c.pool().RequestTerminateTimeout) {
 		// A terminate kill whose "timed out" line was not found: the
 		// signal and the timing still say what happened.
 		c.workerGoneByTiming(t, d, how, elapsed)
@@ -232,7 +232,7 @@ func (c *Classifier) addWorkerEvidence(t *outcome.Trace, d *Diagnosis) {
 // slowlogHint suggests the slowlog when the pool does not have one: it is
 // how to learn where a slow script spends its time.
 func (c *Classifier) slowlogHint() []string {
-	if c.Pool != nil && c.Pool.RequestSlowlogTimeout > 0 {
+	if c.pool() != nil && c.pool().RequestSlowlogTimeout > 0 {
 		return nil
 	}
 	return []string{"To see where the time goes, set request_slowlog_timeout (a little under the limit) and slowlog in the pool: php-fpm then logs the script's stack."}

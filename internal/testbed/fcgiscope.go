@@ -208,6 +208,20 @@ func (p *Process) Stop() {
 	})
 }
 
+// StopWith stops the process with sig, waiting up to 10 s before it
+// SIGKILLs it, for tests of how each signal stops it; Cmd.ProcessState
+// then holds the exit status. It is a Stop, and as idempotent.
+func (p *Process) StopWith(sig syscall.Signal) {
+	p.stopOnce.Do(func() {
+		p.proc.Stop(child.Step{Signal: sig, Wait: 10 * time.Second})
+	})
+}
+
+// Signal sends sig to the process.
+func (p *Process) Signal(sig os.Signal) error {
+	return p.proc.Signal(sig)
+}
+
 // Output returns everything the process wrote to stdout and stderr so far
 // (fcgiscope's JSON log lines).
 func (p *Process) Output() string {

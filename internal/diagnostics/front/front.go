@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -319,6 +320,9 @@ type Watcher struct {
 
 	cur    atomic.Pointer[Front]
 	stamps map[string]stamp // Run's goroutine only, after Load
+
+	againOnce sync.Once
+	again     chan struct{} // ReadAgain's requests
 }
 
 // stamp is what says a file changed.
@@ -352,13 +356,17 @@ func (w *Watcher) Run(ctx context.Context) {
 	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	again := w.againChan()
 	for {
+		forced := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-again:
+			forced = true
 		}
-		if maps.Equal(w.stamps, w.stampsOf(w.cur.Load())) {
+		if !forced && maps.Equal(w.stamps, w.stampsOf(w.cur.Load())) {
 			continue
 		}
 		f := w.Load()
@@ -366,6 +374,20 @@ func (w *Watcher) Run(ctx context.Context) {
 			w.Changed(f)
 		}
 	}
+}
+
+// ReadAgain makes Run read the configuration at once, changed or not, as
+// on SIGHUP. It does not wait for the reading.
+func (w *Watcher) ReadAgain() {
+	select {
+	case w.againChan() <- struct{}{}:
+	default: // a reading is due already
+	}
+}
+
+func (w *Watcher) againChan() chan struct{} {
+	w.againOnce.Do(func() { w.again = make(chan struct{}, 1) })
+	return w.again
 }
 
 // stampsOf stamps the files f was read from, and the configured path.
