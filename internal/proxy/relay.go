@@ -108,6 +108,18 @@ func (q *request) relayResponse() {
 			}
 		case fcgi.TypeStderr:
 			t.NoteStderr(content, srv.stderrExcerpt())
+			if t.FirstByte.IsZero() && len(r.hold) == 0 {
+				// Before the response begins, the web server logs
+				// stderr as it comes and keeps none of it: pass it on
+				// at once, record by record as php-fpm sent it,
+				// instead of holding it (however much a script
+				// writes before its output).
+				if err := q.c.writeRaw(ur.Raw(), ur.Buffered() == 0); err != nil {
+					r.downstreamFailed(err)
+					return
+				}
+				continue
+			}
 			if !t.FirstByte.IsZero() && !r.head.Ended() {
 				// Once the response has begun, the web server keeps
 				// its stderr in the buffer the head must fit in.
@@ -234,7 +246,8 @@ func (r *relay) forward(raw []byte, flush bool) error {
 		r.hold = append(r.hold, raw...)
 		r.heldStdout += stdoutLen
 		end := fcgi.RecordType(raw[1]) == fcgi.TypeEndRequest
-		if !end && !(r.head.Done() && (r.head.Head().Streaming || r.heldStdout >= int64(q.c.srv.HoldBytes))) {
+		full := len(r.hold) >= q.c.srv.holdLimit()
+		if !end && !full && !(r.head.Done() && (r.head.Head().Streaming || r.heldStdout >= int64(q.c.srv.HoldBytes))) {
 			return nil
 		}
 		r.holding = false
@@ -247,6 +260,14 @@ func (r *relay) forward(raw []byte, flush bool) error {
 	}
 	r.releaseHold()
 	return err
+}
+
+// holdLimit bounds the raw bytes held back for one response, whatever
+// record shape they come in (stderr between the response's records,
+// padding, empty records): the body bytes to hold, a whole head, and a
+// record's worth. Past it the response goes on unheld.
+func (s *Server) holdLimit() int {
+	return s.HoldBytes + s.maxHeaderBytes() + fcgi.HeaderLen + 65535 + 255
 }
 
 func (r *relay) discardHold() {

@@ -98,6 +98,8 @@ func FreePort(t testing.TB) int {
 //     it, which PHP writes to session.save_path when the script ends.
 //   - hog.php?mb=N: allocates and touches N MiB (default 256), for a worker
 //     the OOM killer takes; the pool must lift memory_limit.
+//   - stderrflood.php?n=N: writes N lines (default 50000) with error_log()
+//     before any output, then prints "flooded N\n".
 //   - bigcontent.inc.php: the generator shared by big.php and sha.php; it
 //     prints nothing.
 func PHPRoot(t testing.TB) string {
