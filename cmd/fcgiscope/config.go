@@ -37,7 +37,7 @@ type serveConfig struct {
 	UpstreamKeepAliveTimeout time.Duration `env:"FCGISCOPE_UPSTREAM_KEEPALIVE_TIMEOUT" envDefault:"1s" help:"close a kept php-fpm connection idle for this long; must stay below request_terminate_timeout and request_slowlog_timeout"`
 	MaxHeaderBytes           int           `env:"FCGISCOPE_MAX_HEADER_BYTES" envDefault:"65536" help:"largest CGI header block accepted from php-fpm; longer headers fail the request with upstream_protocol_error"`
 	IdleTimeout              time.Duration `env:"FCGISCOPE_IDLE_TIMEOUT" envDefault:"120s" help:"close a web server connection that starts no request, or stalls in a request body, for this long; 0 turns it off"`
-	ParamsTimeout            time.Duration `env:"FCGISCOPE_PARAMS_TIMEOUT" envDefault:"30s" help:"how long the web server may take to send a request head (PARAMS); 0 turns it off"`
+	ParamsTimeout            time.Duration `env:"FCGISCOPE_PARAMS_TIMEOUT" envDefault:"30s" help:"how long the web server may take to send a request head (PARAMS), and a new connection its first request (idle connections that send none would use up FCGISCOPE_MAX_CLIENT_CONNS); 0 turns it off"`
 	MaxClientConns           int           `env:"FCGISCOPE_MAX_CLIENT_CONNS" envDefault:"10000" help:"open web server connections at most; more wait in the listen queue. 0 means no limit"`
 	MaxParamsBytes           int           `env:"FCGISCOPE_MAX_PARAMS_BYTES" envDefault:"1048576" help:"largest FastCGI PARAMS stream accepted from the web server"`
 	ErrorDetail              string        `env:"FCGISCOPE_ERROR_DETAIL" envDefault:"local" help:"what error pages show: full, local (full for loopback and FCGISCOPE_TRUSTED_NETWORKS clients, minimal otherwise) or minimal"`

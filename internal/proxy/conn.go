@@ -88,6 +88,10 @@ func (c *conn) setReadDeadline() {
 	srv := c.srv
 	q := c.req
 	switch {
+	case q == nil && !c.begun.Load():
+		if d := srv.firstRequestTimeout(); d > 0 {
+			c.nc.SetReadDeadline(c.accepted.Add(d))
+		}
 	case q == nil || q.stdinDone && q.responseDone():
 		if srv.IdleTimeout > 0 {
 			c.nc.SetReadDeadline(time.Now().Add(srv.IdleTimeout))
@@ -109,6 +113,19 @@ func (c *conn) setReadDeadline() {
 	}
 }
 
+// firstRequestTimeout is how long a new connection may take to begin its
+// first request: the params timeout, or the idle timeout when that is
+// shorter. A web server sends its request as soon as it connects, so a
+// connection that sends nothing is no web server, and must not hold one of
+// the MaxClientConns places for the whole idle timeout.
+func (s *Server) firstRequestTimeout() time.Duration {
+	d := s.ParamsTimeout
+	if s.IdleTimeout > 0 && (d <= 0 || s.IdleTimeout < d) {
+		d = s.IdleTimeout
+	}
+	return d
+}
+
 // abort closes the connection at once; used by Server.Close.
 func (c *conn) abort() {
 	c.nc.Close()
@@ -119,6 +136,13 @@ func (c *conn) readFailed(err error) {
 	q := c.req
 	defer q.settleHead(err)
 	timedOut := errors.Is(err, os.ErrDeadlineExceeded)
+	if q == nil && !c.begun.Load() {
+		if timedOut {
+			c.srv.Log.Info().Uint64("conn", c.id).Dur("params_timeout", c.srv.firstRequestTimeout()).Msg("closing a downstream connection that sent no request (FCGISCOPE_PARAMS_TIMEOUT): a web server sends one as soon as it connects, and idle connections must not use up FCGISCOPE_MAX_CLIENT_CONNS")
+		}
+		q.finishStdinSide()
+		return
+	}
 	if q == nil || q.stdinDone && q.responseDone() {
 		if timedOut && c.srv.IdleTimeout > 0 {
 			c.srv.Log.Info().Uint64("conn", c.id).Dur("idle_timeout", c.srv.IdleTimeout).Msg("closing a downstream connection that started no request within the idle timeout (FCGISCOPE_IDLE_TIMEOUT)")

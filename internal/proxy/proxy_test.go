@@ -946,3 +946,28 @@ func TestShutdownServesAConnectionAcceptedAsItBegins(t *testing.T) {
 		t.Errorf("Serve returned %v", err)
 	}
 }
+
+// Connections that never begin a request cannot lock the web server out
+// for the idle timeout: they get the params timeout to send their first
+// request, and the places they held go to a real request.
+func TestIdleNeverStartedConnectionsDoNotLockTheWebServerOut(t *testing.T) {
+	srv := &Server{Upstream: fakeUpstream(t, echoUpstream), MaxClientConns: 3,
+		IdleTimeout: time.Minute, ParamsTimeout: 300 * time.Millisecond}
+	addr := startProxy(t, srv)
+	for range 3 {
+		c, err := net.Dial(addr.Network, addr.Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := fcgitest.Do(ctx, addr, newReq("ECHO", "let in"))
+	if err != nil {
+		t.Fatalf("a real request behind idle connections: %v", err)
+	}
+	if !strings.Contains(string(resp.Stdout), "let in") {
+		t.Errorf("response %q", resp.Stdout)
+	}
+}
