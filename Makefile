@@ -36,9 +36,11 @@ bench:
 fuzz:
 	./scripts/fuzz
 
-# The chaos soak for SOAK_DURATION (default 2m): traffic through real nginx,
-# fcgiscope and php-fpm while workers are killed and php-fpm reloads and
-# restarts. `make test` runs an 8 s version of it.
+# The chaos soak for SOAK_DURATION (default 2m) and at least SOAK_REQUESTS
+# requests (default 100000): traffic through real nginx, fcgiscope and
+# php-fpm while workers are killed, php-fpm reloads and restarts, and
+# clients give up. `make test` runs an 8 s version of it.
 SOAK_DURATION ?= 2m
+SOAK_REQUESTS ?= 100000
 soak:
-	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -timeout 30m -run TestChaosSoak -v ./e2e/ | grep -E '^soak|--- |^ok|FAIL'
+	SOAK_DURATION=$(SOAK_DURATION) SOAK_REQUESTS=$(SOAK_REQUESTS) $(GO) test -count=1 -timeout 60m -run TestChaosSoak -v ./e2e/ | grep -E '^soak|--- |^ok|FAIL'

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +21,46 @@ import (
 
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
 )
+
+// soakRequests is how many requests make the soak end, however short its
+// duration (SOAK_REQUESTS, as make soak sets); 0 means the duration alone.
+func soakRequests() int {
+	n, _ := strconv.Atoi(os.Getenv("SOAK_REQUESTS"))
+	return max(n, 0)
+}
+
+// goroutines returns the goroutine count the admin endpoint's profiler
+// reports ("goroutine profile: total N").
+func goroutines(t *testing.T, admin string) int {
+	t.Helper()
+	resp, err := http.Get(admin + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "goroutine profile: total ")))
+	if err != nil {
+		t.Fatalf("goroutine profile %q: %v", line, err)
+	}
+	return n
+}
+
+// rss returns the process's resident memory (VmRSS), in bytes.
+func rss(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
 
 // soakDuration is how long the chaos soak runs: a short smoke in the
 // normal test run, longer with make soak (SOAK_DURATION=2m).
@@ -142,13 +183,17 @@ func TestChaosSoak(t *testing.T) {
 	dur := soakDuration()
 	fpm := testbed.StartFPM(t, testbed.FPMConfig{MaxChildren: 4, RequestTerminateTimeout: 3 * time.Second})
 	sock := filepath.Join(testbed.ShortTempDir(t), "fcgiscope.sock")
+	admin := fmt.Sprintf("127.0.0.1:%d", testbed.FreePort(t))
 	p := testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN=unix:"+sock, "FCGISCOPE_LISTEN_MODE=0666",
-		"FCGISCOPE_UPSTREAM="+fpm.Addr, "FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath, "FCGISCOPE_QUEUE_TIMEOUT=10s")
+		"FCGISCOPE_UPSTREAM="+fpm.Addr, "FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath, "FCGISCOPE_QUEUE_TIMEOUT=10s",
+		"FCGISCOPE_ADMIN_LISTEN="+admin, "FCGISCOPE_ADMIN_PPROF=true")
+	adminURL := "http://" + admin
 	root := testbed.PHPRoot(t)
 	ngxOff := testbed.StartNginx(t, testbed.NginxConfig{FastCGIPass: "unix:" + sock, Root: root})
 	ngxOn := testbed.StartNginx(t, testbed.NginxConfig{FastCGIPass: "unix:" + sock, Root: root, KeepConn: true})
 	time.Sleep(200 * time.Millisecond)
 	fdsBefore := countFDs(t, p.Pid)
+	goroutinesBefore, rssBefore := goroutines(t, adminURL), rss(t, p.Pid)
 
 	stop := make(chan struct{})
 	var mu sync.Mutex
@@ -187,7 +232,12 @@ func TestChaosSoak(t *testing.T) {
 	kills, reloads, restarts := 0, 0, 0
 	rng := rand.New(rand.NewPCG(7, 7))
 	deadline := time.Now().Add(dur)
-	for time.Now().Before(deadline) {
+	enough := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return ridSeq >= soakRequests()
+	}
+	for time.Now().Before(deadline) || !enough() {
 		time.Sleep(time.Duration(200+rng.IntN(300)) * time.Millisecond)
 		switch n := rng.IntN(10); {
 		case n < 6:
@@ -279,8 +329,26 @@ func TestChaosSoak(t *testing.T) {
 	if fdsAfter > fdsBefore+2 {
 		t.Errorf("fcgiscope holds %d file descriptors after the soak, %d before", fdsAfter, fdsBefore)
 	}
-	summary := fmt.Sprintf("soak %s: %d requests: %d complete and checksum-valid, %d explained errors, %d broken transfers, %d client aborts, %d silently wrong, %d unexplained; %d worker kills, %d reloads, %d restarts; %d requests nginx sent twice after a failure; fds %d -> %d",
-		dur, len(results), counts[seenOK], counts[seenExplained], counts[seenBroken], counts[seenAborted], counts[seenWrong], counts[seenUnknown], kills, reloads, restarts, nginxRetries, fdsBefore, fdsAfter)
+	// Goroutines come back to where they were (the follows of requests
+	// nginx gave up on end within their bound); memory the runtime keeps
+	// for reuse may stay, within a bound.
+	var goroutinesAfter int
+	for range 100 {
+		if goroutinesAfter = goroutines(t, adminURL); goroutinesAfter <= goroutinesBefore+3 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if goroutinesAfter > goroutinesBefore+3 {
+		t.Errorf("fcgiscope runs %d goroutines after the soak, %d before", goroutinesAfter, goroutinesBefore)
+	}
+	rssAfter := rss(t, p.Pid)
+	if rssAfter > rssBefore+64<<20 {
+		t.Errorf("fcgiscope's resident memory grew from %d to %d MiB over the soak", rssBefore>>20, rssAfter>>20)
+	}
+	summary := fmt.Sprintf("soak %s: %d requests: %d complete and checksum-valid, %d explained errors, %d broken transfers, %d client aborts, %d silently wrong, %d unexplained; %d worker kills, %d reloads, %d restarts; %d requests nginx sent twice after a failure; fds %d -> %d, goroutines %d -> %d, RSS %.1f -> %.1f MiB",
+		dur, len(results), counts[seenOK], counts[seenExplained], counts[seenBroken], counts[seenAborted], counts[seenWrong], counts[seenUnknown], kills, reloads, restarts, nginxRetries, fdsBefore, fdsAfter,
+		goroutinesBefore, goroutinesAfter, float64(rssBefore)/(1<<20), float64(rssAfter)/(1<<20))
 	t.Log(summary)
 	if os.Getenv("SOAK_DURATION") != "" {
 		fmt.Println(summary)

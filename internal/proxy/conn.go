@@ -206,6 +206,20 @@ func (c *conn) handle(h fcgi.Header) error {
 	case fcgi.TypeStdin, fcgi.TypeData:
 		c.forwardBody(q, h)
 	case fcgi.TypeAbortRequest:
+		if q.upw != nil && q.upErr == nil {
+			// php-fpm, told to abort while it reads the body, stops
+			// reading, runs the script with what came, and answers
+			// as ever, END_REQUEST included (after the body it
+			// ignores the record, as this relay does): pass it on and
+			// relay the answer, so that the web server gets the
+			// END_REQUEST it waits for.
+			if q.upErr = q.upw.WriteRaw(c.r.Raw()); q.upErr == nil {
+				q.upErr = q.upw.Flush()
+			}
+			q.noteBody(0, true)
+			q.finishStdinSide()
+			return nil
+		}
 		q.abandon(fmt.Errorf("%w (ABORT_REQUEST)", outcome.ErrClientAborted))
 		q.finishStdinSide()
 	default:

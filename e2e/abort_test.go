@@ -1,0 +1,85 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/testbed"
+)
+
+// abortExchange sends a request whose body is cut short by ABORT_REQUEST
+// (during) or followed by one (after), and returns the records that come
+// back up to END_REQUEST, as "TYPE content" lines.
+func abortExchange(t *testing.T, network, address, root, when string) []string {
+	t.Helper()
+	c, err := net.Dial(network, address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := fcgi.NewWriter(c)
+	w.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.RoleResponder, Flags: fcgi.FlagKeepConn})
+	script := "/echo.php"
+	if when == "after" {
+		script = "/sleep.php"
+	}
+	var p []byte
+	for _, kv := range [][2]string{{"SCRIPT_FILENAME", root + script}, {"REQUEST_METHOD", "POST"}, {"CONTENT_LENGTH", "100"}, {"QUERY_STRING", "s=0.5"}} {
+		p = fcgi.AppendPair(p, kv[0], kv[1])
+	}
+	w.WriteStream(fcgi.TypeParams, 1, p)
+	w.EndStream(fcgi.TypeParams, 1)
+	if when == "during" {
+		w.WriteStream(fcgi.TypeStdin, 1, make([]byte, 10))
+	} else {
+		w.WriteStream(fcgi.TypeStdin, 1, make([]byte, 100))
+		w.EndStream(fcgi.TypeStdin, 1)
+	}
+	w.Flush()
+	time.Sleep(100 * time.Millisecond)
+	w.WriteRecord(fcgi.TypeAbortRequest, 1, nil)
+	w.Flush()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := fcgi.NewReader(c)
+	var got []string
+	for {
+		h, err := r.Next()
+		if err != nil {
+			return append(got, "error: "+err.Error())
+		}
+		if h.Type == fcgi.TypeStdout && len(r.Content()) == 0 {
+			continue // stream ends are framed differently, not answered differently
+		}
+		got = append(got, fmt.Sprintf("%s %q", h.Type, r.Content()))
+		if h.Type == fcgi.TypeEndRequest {
+			return got
+		}
+	}
+}
+
+// ABORT_REQUEST gets the answer php-fpm itself gives: during the body, the
+// script runs with what came and END_REQUEST follows; after the body, the
+// script runs on and its response comes whole.
+func TestAbortRequestIsAnsweredAsPHPFPMAnswersIt(t *testing.T) {
+	testbed.RequireFPM(t)
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{})
+	root := testbed.PHPRoot(t)
+	listen := "unix:" + testbed.ShortTempDir(t) + "/fcgiscope.sock"
+	testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN="+listen, "FCGISCOPE_UPSTREAM="+fpm.Addr, "FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath)
+	relay, _ := fcgi.ParseAddr(listen)
+	for _, when := range []string{"during", "after"} {
+		t.Run(when+" the body", func(t *testing.T) {
+			direct := abortExchange(t, fpm.Network, fpm.Address, root, when)
+			through := abortExchange(t, relay.Network, relay.Address, root, when)
+			if fmt.Sprint(direct) != fmt.Sprint(through) {
+				t.Errorf("php-fpm answers\n  %q\nthrough fcgiscope\n  %q", direct, through)
+			}
+			if len(through) == 0 || through[len(through)-1] != `END_REQUEST "\x00\x00\x00\x00\x00\x00\x00\x00"` {
+				t.Errorf("no END_REQUEST: %q", through)
+			}
+		})
+	}
+}
