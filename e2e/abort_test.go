@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"testing"
@@ -81,5 +82,44 @@ func TestAbortRequestIsAnsweredAsPHPFPMAnswersIt(t *testing.T) {
 				t.Errorf("no END_REQUEST: %q", through)
 			}
 		})
+	}
+}
+
+// php-fpm drops a request of a role it does not play without a record;
+// through fcgiscope the client learns why.
+func TestRequestPHPFPMRejectsIsExplained(t *testing.T) {
+	testbed.RequireFPM(t)
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{})
+	listen := "unix:" + testbed.ShortTempDir(t) + "/fcgiscope.sock"
+	testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN="+listen, "FCGISCOPE_UPSTREAM="+fpm.Addr, "FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath)
+	relay, _ := fcgi.ParseAddr(listen)
+	c, err := net.Dial(relay.Network, relay.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := fcgi.NewWriter(c)
+	w.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.Role(999)})
+	w.WriteStream(fcgi.TypeParams, 1, fcgi.AppendPair(nil, "SCRIPT_FILENAME", testbed.PHPRoot(t)+"/hello.php"))
+	w.EndStream(fcgi.TypeParams, 1)
+	w.EndStream(fcgi.TypeStdin, 1)
+	w.Flush()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := fcgi.NewReader(c)
+	var stdout []byte
+	for {
+		h, err := r.Next()
+		if err != nil {
+			t.Fatalf("no END_REQUEST: %v (stdout %q)", err, stdout)
+		}
+		if h.Type == fcgi.TypeStdout {
+			stdout = append(stdout, r.Content()...)
+		}
+		if h.Type == fcgi.TypeEndRequest {
+			break
+		}
+	}
+	if !bytes.Contains(stdout, []byte("upstream_rejected_request")) || !bytes.Contains(stdout, []byte("Status: 502")) {
+		t.Errorf("the answer does not explain the rejection:\n%s", stdout)
 	}
 }

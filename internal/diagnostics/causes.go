@@ -80,6 +80,10 @@ var (
 		Title:   "php-fpm refused the request as overloaded",
 		Meaning: "END_REQUEST with OVERLOADED, CANT_MPX_CONN or UNKNOWN_ROLE",
 		Fix:     "give the application more capacity"}
+	CauseRejectedRequest = &Cause{ID: "upstream_rejected_request", Status: 502,
+		Title:   "php-fpm refused the request without a word",
+		Meaning: "php-fpm closed the connection at once, before any record, on a request it does not take: a role other than RESPONDER (php-fpm runs no AUTHORIZER or FILTER); nginx never sends one",
+		Fix:     "send RESPONDER requests, as nginx does; check the FastCGI client in front of fcgiscope"}
 	CauseWorkerTimeout = &Cause{ID: "worker_timeout_killed", Status: 502,
 		Title:   "php-fpm killed the worker: request_terminate_timeout",
 		Meaning: "php-fpm killed the worker at `request_terminate_timeout`; the page names the value and the file and line it is set in",
@@ -174,7 +178,7 @@ var (
 var Causes = []*Cause{
 	CauseRefused, CauseSocketMissing, CauseSocketStale, CausePermissionDenied,
 	CauseBacklogFull, CauseConnectTimeout, CauseDNSFailed, CauseNotFastCGI,
-	CauseProtocolError, CauseHeadTooBig, CauseInvalidHeader, CauseOverloaded, CauseClientNotAllowed,
+	CauseProtocolError, CauseHeadTooBig, CauseInvalidHeader, CauseOverloaded, CauseClientNotAllowed, CauseRejectedRequest,
 	CauseWorkerTimeout, CauseOOMKilled, CauseWorkerCrashed, CauseWorkerDied, CauseReadTimeout, CauseQueueTimeout, CauseWebServerTimeout, CauseClientAborted,
 	CauseRequestTooLarge, CauseDownstreamInvalid, CauseShutdown, CauseUnexplained,
 	CauseScriptNotFound, CauseScriptDenied, CausePHPFatal, CauseMemory,

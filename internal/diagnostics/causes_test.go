@@ -127,6 +127,8 @@ func TestEveryCauseIsProduced(t *testing.T) {
 	dropped.UpstreamLocal = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 	allowedPool := &fpm.Pool{Name: "www", ListenAllowedClients: "127.0.0.2",
 		Settings: map[string]fpm.Setting{"listen.allowed_clients": {Value: "127.0.0.2", File: "/etc/php/8.2/fpm/pool.d/www.conf", Line: 40}}}
+	rejected := workerDeath(time.Millisecond)
+	rejected.Role = fcgi.Role(999)
 	upload := completed("")
 	upload.Method, upload.RequestType, upload.ContentLength = "POST", "multipart/form-data; boundary=x", 5<<20
 	slow := completed("")
@@ -173,6 +175,7 @@ func TestEveryCauseIsProduced(t *testing.T) {
 		{CausePHPFatal, nil, completed("PHP message: PHP Fatal error:  Uncaught Error: Call to undefined function nope()")},
 		{CauseMemory, nil, completed("PHP message: PHP Fatal error:  Allowed memory size of 8388608 bytes exhausted")},
 		{CauseClientNotAllowed, &Classifier{Pool: allowedPool}, dropped},
+		{CauseRejectedRequest, nil, rejected},
 		{CauseOOMKilled, &Classifier{Memory: oomWatch{}}, workerDeath(time.Second)},
 		{CauseBodyDiscarded, nil, completed("PHP message: PHP Warning:  PHP Request Startup: POST Content-Length of 3000000 bytes exceeds the limit of 2097152 bytes in Unknown on line 0\n")},
 		{CauseBodyDiscarded, nil, completed("PHP message: PHP Warning:  Unknown: Input variables exceeded 1000. To increase the limit change max_input_vars in php.ini. in Unknown on line 0\n")},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
 
@@ -22,6 +23,13 @@ func (c *Classifier) workerGone(t *outcome.Trace, d *Diagnosis) {
 		how = "reset the connection"
 	}
 	if c.clientNotAllowed(t, d, elapsed, false) {
+		return
+	}
+	if t.Role != 0 && t.Role != fcgi.RoleResponder && t.UpstreamRecords == 0 {
+		d.Cause = CauseRejectedRequest
+		ev["role"] = t.Role.String()
+		d.Detail = fmt.Sprintf("php-fpm %s after %s without sending a record: the request's role is %s, and php-fpm answers only RESPONDER requests; it drops others unanswered.", how, seconds(elapsed), t.Role)
+		d.Hints = []string{"Send RESPONDER requests (role 1), as nginx does; the FastCGI client in front of fcgiscope sends something else."}
 		return
 	}
 	if c.fromLog(t, d, how, elapsed) {
