@@ -82,8 +82,8 @@ var (
 		Fix:     "give the application more capacity"}
 	CauseRejectedRequest = &Cause{ID: "upstream_rejected_request", Status: 502,
 		Title:   "php-fpm refused the request without a word",
-		Meaning: "php-fpm closed the connection at once, before any record, on a request it does not take: a role other than RESPONDER (php-fpm runs no AUTHORIZER or FILTER); nginx never sends one",
-		Fix:     "send RESPONDER requests, as nginx does; check the FastCGI client in front of fcgiscope"}
+		Meaning: "php-fpm closed the connection at once, before any record, on a request it does not take: a role other than RESPONDER (php-fpm runs no AUTHORIZER or FILTER), or params longer than one FastCGI record (64 KiB); nginx sends neither",
+		Fix:     "send RESPONDER requests with params that fit a record, as nginx does; check the FastCGI client in front of fcgiscope"}
 	CauseWorkerTimeout = &Cause{ID: "worker_timeout_killed", Status: 502,
 		Title:   "php-fpm killed the worker: request_terminate_timeout",
 		Meaning: "php-fpm killed the worker at `request_terminate_timeout`; the page names the value and the file and line it is set in",

@@ -25,11 +25,7 @@ func (c *Classifier) workerGone(t *outcome.Trace, d *Diagnosis) {
 	if c.clientNotAllowed(t, d, elapsed, false) {
 		return
 	}
-	if t.Role != 0 && t.Role != fcgi.RoleResponder && t.UpstreamRecords == 0 {
-		d.Cause = CauseRejectedRequest
-		ev["role"] = t.Role.String()
-		d.Detail = fmt.Sprintf("php-fpm %s after %s without sending a record: the request's role is %s, and php-fpm answers only RESPONDER requests; it drops others unanswered.", how, seconds(elapsed), t.Role)
-		d.Hints = []string{"Send RESPONDER requests (role 1), as nginx does; the FastCGI client in front of fcgiscope sends something else."}
+	if c.rejected(t, d, how, elapsed) {
 		return
 	}
 	if c.fromLog(t, d, how, elapsed) {
@@ -56,6 +52,35 @@ func (c *Classifier) workerGone(t *outcome.Trace, d *Diagnosis) {
 	if c.pool() != nil {
 		d.Hints = d.Hints[:1]
 	}
+}
+
+// maxParamsRecord is the most PARAMS php-fpm reads: it parses each PARAMS
+// record on its own, so a stream longer than one record's content (a
+// name-value pair split between records) makes it drop the connection.
+const maxParamsRecord = 65535
+
+// rejected explains a connection php-fpm dropped at once, without a
+// record, because of what the request is: a role php-fpm does not play,
+// or params longer than one record. It reports whether it did.
+func (c *Classifier) rejected(t *outcome.Trace, d *Diagnosis, how string, elapsed time.Duration) bool {
+	if t.UpstreamRecords > 0 {
+		return false
+	}
+	switch {
+	case t.Role != 0 && t.Role != fcgi.RoleResponder:
+		d.Cause = CauseRejectedRequest
+		d.Evidence["role"] = t.Role.String()
+		d.Detail = fmt.Sprintf("php-fpm %s after %s without sending a record: the request's role is %s, and php-fpm answers only RESPONDER requests; it drops others unanswered.", how, seconds(elapsed), t.Role)
+		d.Hints = []string{"Send RESPONDER requests (role 1), as nginx does; the FastCGI client in front of fcgiscope sends something else."}
+	case t.ParamsBytes > maxParamsRecord:
+		d.Cause = CauseRejectedRequest
+		d.Evidence["params_bytes"] = strconv.Itoa(t.ParamsBytes)
+		d.Detail = fmt.Sprintf("php-fpm %s after %s without sending a record: the request's params take %d bytes, more than one FastCGI record holds (%d), and php-fpm reads each PARAMS record on its own, so it cannot read them.", how, seconds(elapsed), t.ParamsBytes, maxParamsRecord)
+		d.Hints = []string{"Send fewer or smaller params: huge cookies or headers (nginx's large_client_header_buffers keeps them far below this), or a client that puts the whole request in params."}
+	default:
+		return false
+	}
+	return true
 }
 
 // workerGoneByTiming explains a dead worker as a request_terminate_timeout

@@ -42,6 +42,8 @@ type Trace struct {
 	DocumentRoot, RequestType, PHPValue string
 	// ContentLength is the request's CONTENT_LENGTH; 0 when it has none.
 	ContentLength int64
+	// ParamsBytes is the size of the request's PARAMS stream.
+	ParamsBytes int
 
 	// Upstream is the address the request was sent to.
 	Upstream fcgi.Addr

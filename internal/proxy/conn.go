@@ -373,6 +373,7 @@ func (c *conn) noteParams(q *request) error {
 		}
 		return true
 	})
+	t.ParamsBytes = c.params.Len()
 	all := string(arena)
 	for _, sp := range spans {
 		*sp.dst = all[sp.start:sp.end]
