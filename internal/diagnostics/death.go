@@ -20,7 +20,7 @@ var signalAdvice = map[syscall.Signal]string{
 	syscall.SIGILL:  "SIGILL is an instruction the CPU does not have: PHP or an extension was built for a newer CPU than this one (a container image built elsewhere); rebuild it for this machine, or turn the JIT off (opcache.jit = off).",
 	syscall.SIGABRT: "SIGABRT is PHP or a library giving up on itself (a failed assertion, a double free detected by glibc, an extension calling abort()): the lines just before it in php-fpm's error log usually say which; get a core dump (rlimit_core = unlimited) for a backtrace.",
 	syscall.SIGFPE:  "SIGFPE is an arithmetic fault in native code (an integer division by zero in an extension), not in PHP code, which throws DivisionByZeroError instead: find the extension from a core dump (rlimit_core = unlimited).",
-	syscall.SIGKILL: "SIGKILL cannot be caught: the kernel's OOM killer (dmesg says \"Killed process\"), a container runtime over its memory limit, or an operator or supervisor (kill -9) sent it. Give fcgiscope a view of php-fpm's memory cgroup (same host, or a shared process namespace) to tell which.",
+	syscall.SIGKILL: "SIGKILL cannot be caught: the kernel's OOM killer (dmesg says \"Killed process\"), a container runtime over its memory limit, or an operator or supervisor (kill -9) sent it. fcgiscope tells the OOM killer's work apart when it sees php-fpm's memory cgroup (the same host or container) or the kernel's log.",
 }
 
 // adviseSignal returns the hint for a worker that died on sig.
@@ -114,8 +114,9 @@ func (c *Classifier) clientNotAllowed(t *outcome.Trace, d *Diagnosis, elapsed ti
 	if a, ok := t.UpstreamLocal.(*net.TCPAddr); ok {
 		from = a.IP.String()
 	}
+	p := c.pool()
 	var listed, where string
-	if p := c.pool(); p != nil && p.ListenAllowedClients != "" {
+	if p != nil && p.ListenAllowedClients != "" {
 		listed = p.ListenAllowedClients
 		where = p.Settings["listen.allowed_clients"].Where()
 	}
@@ -134,9 +135,9 @@ func (c *Classifier) clientNotAllowed(t *outcome.Trace, d *Diagnosis, elapsed ti
 		ev["connected_from"] = from
 	}
 	pool := "The pool"
-	if c.pool() != nil {
-		pool = fmt.Sprintf("Pool %q", c.pool().Name)
-		ev["pool"] = c.pool().Name
+	if p != nil {
+		pool = fmt.Sprintf("Pool %q", p.Name)
+		ev["pool"] = p.Name
 	}
 	if saidSo {
 		ev["fpm_log_line"] = logged.Line

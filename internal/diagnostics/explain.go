@@ -95,21 +95,22 @@ var shownToDevelopers = map[*Cause]bool{
 }
 
 // Review diagnoses a response php-fpm completed, before it is sent, for a
-// developer on this machine: when PHP reported a problem the page hides,
-// it returns a whole page that explains it, for a response without a body,
-// and an HTML fragment that says the same, to put at the top of an HTML
-// page. Observe reuses the Diagnosis. Clients not on loopback get nothing:
-// the explanation holds paths and settings.
-func (e *Explainer) Review(t *outcome.Trace) (page cgi.Reply, banner []byte, ok bool) {
+// developer on this machine. When PHP reported a problem the page hides,
+// it returns the cause's id, a whole page that explains it, for a response
+// without a body, and an HTML fragment that says the same, to put at the
+// top of an HTML page; otherwise cause is "". Observe reuses the
+// Diagnosis. Clients not on loopback get nothing: the explanation holds
+// paths and settings.
+func (e *Explainer) Review(t *outcome.Trace) (cause string, page cgi.Reply, banner []byte) {
 	if !isLoopback(t.RemoteAddr) {
-		return cgi.Reply{}, nil, false
+		return "", cgi.Reply{}, nil
 	}
 	d := e.diagnose(t)
 	e.reviewed.Store(t, d)
 	if d == nil || !shownToDevelopers[d.Cause] {
-		return cgi.Reply{}, nil, false
+		return "", cgi.Reply{}, nil
 	}
 	// The page keeps the status php-fpm gave.
 	d = &Diagnosis{Cause: d.Cause, Status: t.Status, Detail: d.Detail, Hints: d.Hints, Evidence: d.Evidence, FPMPid: d.FPMPid}
-	return render(t, d, Audience{Detail: DetailFull}), renderBanner(d), true
+	return d.Cause.ID, render(t, d, Audience{Detail: DetailFull}), renderBanner(d)
 }

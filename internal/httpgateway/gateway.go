@@ -59,10 +59,11 @@ type Responder interface {
 // A Reviewer looks at a response php-fpm completed before it is sent, for
 // a developer on this machine: when PHP reported a problem the page hides
 // (a fatal error behind an empty 500, a request body PHP threw away), it
-// returns a whole page that explains it, for a response without a body,
-// and an HTML fragment to put at the top of an HTML page.
+// returns the cause's id, a whole page that explains it, for a response
+// without a body, and an HTML fragment to put at the top of an HTML page.
+// cause is "" when there is nothing to show.
 type Reviewer interface {
-	Review(t *outcome.Trace) (page cgi.Reply, banner []byte, ok bool)
+	Review(t *outcome.Trace) (cause string, page cgi.Reply, banner []byte)
 }
 
 // An Observer receives the Trace of every request sent to the upstream,

@@ -139,23 +139,15 @@ func (res *response) replace() {
 // whole: the Reviewer's page in place of an empty body, its banner at the
 // top of an HTML page, and the cause's header on any.
 func (res *response) review(rv Reviewer) {
-	page, banner, ok := rv.Review(res.t)
-	if !ok {
+	cause, page, banner := rv.Review(res.t)
+	if cause == "" {
 		return
 	}
 	if len(bytes.TrimSpace(res.hold)) == 0 {
 		res.send(page)
 		return
 	}
-	end, _ := cgi.HeadEnd(page.CGI, 0)
-	if end < 0 {
-		end = len(page.CGI)
-	}
-	for _, f := range cgi.ParseHead(page.CGI[:end]).Fields {
-		if strings.EqualFold(f.Name, "X-Fcgiscope-Cause") {
-			res.w.Header().Set("X-Fcgiscope-Cause", headerSafe(f.Value))
-		}
-	}
+	res.w.Header().Set("X-Fcgiscope-Cause", headerSafe(cause))
 	head := res.head.Head()
 	if len(banner) == 0 || !strings.HasPrefix(strings.ToLower(head.ContentType), "text/html") {
 		return
