@@ -85,36 +85,36 @@ func TestAbortRequestIsAnsweredAsPHPFPMAnswersIt(t *testing.T) {
 	}
 }
 
-// php-fpm drops a request of a role it does not play without a record;
-// through fcgiscope the client learns why.
-func TestRequestPHPFPMRejectsIsExplained(t *testing.T) {
+// php-fpm drops a request it cannot take without a record (a role it does
+// not play, params longer than one record); through fcgiscope the client
+// learns why.
+func TestRequestsPHPFPMRejectsAreExplained(t *testing.T) {
 	testbed.RequireFPM(t)
 	fpm := testbed.StartFPM(t, testbed.FPMConfig{})
 	listen := "unix:" + testbed.ShortTempDir(t) + "/fcgiscope.sock"
 	testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN="+listen, "FCGISCOPE_UPSTREAM="+fpm.Addr, "FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath)
 	relay, _ := fcgi.ParseAddr(listen)
-	p := fcgi.AppendPair(nil, "SCRIPT_FILENAME", testbed.PHPRoot(t)+"/hello.php")
-	stdout := rawExchange(t, relay, fcgi.BeginRequest{Role: fcgi.Role(999)}, p)
-	if !bytes.Contains(stdout, []byte("upstream_rejected_request")) || !bytes.Contains(stdout, []byte("Status: 502")) {
-		t.Errorf("the answer does not explain the rejection:\n%s", stdout)
-	}
-}
-
-// php-fpm drops a request whose params do not fit one record; through
-// fcgiscope the client learns why.
-func TestParamsPHPFPMCannotReadAreExplained(t *testing.T) {
-	testbed.RequireFPM(t)
-	fpm := testbed.StartFPM(t, testbed.FPMConfig{})
-	listen := "unix:" + testbed.ShortTempDir(t) + "/fcgiscope.sock"
-	testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN="+listen, "FCGISCOPE_UPSTREAM="+fpm.Addr, "FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath)
-	relay, _ := fcgi.ParseAddr(listen)
-	p := fcgi.AppendPair(nil, "SCRIPT_FILENAME", testbed.PHPRoot(t)+"/hello.php")
+	// From loopback, for the whole explanation.
+	script := fcgi.AppendPair(fcgi.AppendPair(nil, "SCRIPT_FILENAME", testbed.PHPRoot(t)+"/hello.php"), "REMOTE_ADDR", "127.0.0.1")
+	huge := script
 	for i := range 20000 {
-		p = fcgi.AppendPair(p, fmt.Sprintf("HTTP_X_%d", i), "v")
+		huge = fcgi.AppendPair(huge, fmt.Sprintf("HTTP_X_%d", i), "v")
 	}
-	stdout := rawExchange(t, relay, fcgi.BeginRequest{Role: fcgi.RoleResponder}, p)
-	if !bytes.Contains(stdout, []byte("upstream_rejected_request")) {
-		t.Errorf("the answer does not explain the rejection:\n%s", stdout)
+	for _, tt := range []struct {
+		name   string
+		role   fcgi.Role
+		params []byte
+		why    string
+	}{
+		{"role 999", fcgi.Role(999), script, "RESPONDER"},
+		{"params longer than a record", fcgi.RoleResponder, huge, "one FastCGI record"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout := rawExchange(t, relay, fcgi.BeginRequest{Role: tt.role}, tt.params)
+			if !bytes.Contains(stdout, []byte("Status: 502")) || !bytes.Contains(stdout, []byte("upstream_rejected_request")) || !bytes.Contains(stdout, []byte(tt.why)) {
+				t.Errorf("the answer does not explain the rejection:\n%s", stdout)
+			}
+		})
 	}
 }
 
