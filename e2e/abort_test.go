@@ -12,8 +12,10 @@ import (
 )
 
 // abortExchange sends a request whose body is cut short by ABORT_REQUEST
-// (during) or followed by one (after), and returns the records that come
-// back up to END_REQUEST, as "TYPE content" lines.
+// (during), or a whole request followed by an ABORT_REQUEST (after) or by
+// a half-close of the connection (half-close, on a unix socket), and
+// returns the records that come back up to END_REQUEST, as "TYPE content"
+// lines.
 func abortExchange(t *testing.T, network, address, root, when string) []string {
 	t.Helper()
 	c, err := net.Dial(network, address)
@@ -24,7 +26,7 @@ func abortExchange(t *testing.T, network, address, root, when string) []string {
 	w := fcgi.NewWriter(c)
 	w.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.RoleResponder, Flags: fcgi.FlagKeepConn})
 	script := "/echo.php"
-	if when == "after" {
+	if when != "during" {
 		script = "/sleep.php"
 	}
 	var p []byte
@@ -34,15 +36,21 @@ func abortExchange(t *testing.T, network, address, root, when string) []string {
 	w.WriteStream(fcgi.TypeParams, 1, p)
 	w.EndStream(fcgi.TypeParams, 1)
 	if when == "during" {
-		w.WriteStream(fcgi.TypeStdin, 1, make([]byte, 10))
+		w.WriteStream(fcgi.TypeStdin, 1, make([]byte, 10)) // of 100
 	} else {
 		w.WriteStream(fcgi.TypeStdin, 1, make([]byte, 100))
 		w.EndStream(fcgi.TypeStdin, 1)
 	}
 	w.Flush()
 	time.Sleep(100 * time.Millisecond)
-	w.WriteRecord(fcgi.TypeAbortRequest, 1, nil)
-	w.Flush()
+	if when == "half-close" {
+		if err := c.(*net.UnixConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		w.WriteRecord(fcgi.TypeAbortRequest, 1, nil)
+		w.Flush()
+	}
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	r := fcgi.NewReader(c)
 	var got []string
@@ -54,16 +62,22 @@ func abortExchange(t *testing.T, network, address, root, when string) []string {
 		if h.Type == fcgi.TypeStdout && len(r.Content()) == 0 {
 			continue // stream ends are framed differently, not answered differently
 		}
-		got = append(got, fmt.Sprintf("%s %q", h.Type, r.Content()))
 		if h.Type == fcgi.TypeEndRequest {
-			return got
+			// php-fpm leaves the reserved bytes as they happen to be.
+			end, err := fcgi.ParseEndRequest(r.Content())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return append(got, fmt.Sprintf("END_REQUEST app status %d, protocol status %d", end.AppStatus, end.ProtocolStatus))
 		}
+		got = append(got, fmt.Sprintf("%s %q", h.Type, r.Content()))
 	}
 }
 
-// ABORT_REQUEST gets the answer php-fpm itself gives: during the body, the
-// script runs with what came and END_REQUEST follows; after the body, the
-// script runs on and its response comes whole.
+// ABORT_REQUEST and a half-close get the answer php-fpm itself gives:
+// during the body, the script runs with what came and END_REQUEST follows;
+// after the body, the script runs on and its response comes whole, to a
+// client that half-closed too.
 func TestAbortRequestIsAnsweredAsPHPFPMAnswersIt(t *testing.T) {
 	testbed.RequireFPM(t)
 	fpm := testbed.StartFPM(t, testbed.FPMConfig{})
@@ -71,14 +85,14 @@ func TestAbortRequestIsAnsweredAsPHPFPMAnswersIt(t *testing.T) {
 	listen := "unix:" + testbed.ShortTempDir(t) + "/fcgiscope.sock"
 	testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN="+listen, "FCGISCOPE_UPSTREAM="+fpm.Addr, "FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath)
 	relay, _ := fcgi.ParseAddr(listen)
-	for _, when := range []string{"during", "after"} {
-		t.Run(when+" the body", func(t *testing.T) {
+	for _, when := range []string{"during", "after", "half-close"} {
+		t.Run(when, func(t *testing.T) {
 			direct := abortExchange(t, fpm.Network, fpm.Address, root, when)
 			through := abortExchange(t, relay.Network, relay.Address, root, when)
 			if fmt.Sprint(direct) != fmt.Sprint(through) {
 				t.Errorf("php-fpm answers\n  %q\nthrough fcgiscope\n  %q", direct, through)
 			}
-			if len(through) == 0 || through[len(through)-1] != `END_REQUEST "\x00\x00\x00\x00\x00\x00\x00\x00"` {
+			if len(through) == 0 || through[len(through)-1] != "END_REQUEST app status 0, protocol status 0" {
 				t.Errorf("no END_REQUEST: %q", through)
 			}
 		})

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 	"github.com/fcgiscope/fcgiscope/internal/outcome"
 )
@@ -126,6 +128,32 @@ func (s *Server) firstRequestTimeout() time.Duration {
 	return d
 }
 
+// halfClosed reports whether the web server, whose end of the stream this
+// connection has read, shut down only its writing side and still reads. A
+// unix socket tells: a peer that closed altogether leaves it hung up
+// (POLLHUP), one that half-closed does not. Over TCP both send the same
+// FIN, and only a write would tell; nginx never half-closes, so there the
+// end of the stream is taken as the web server going away, as nginx means
+// it.
+func (c *conn) halfClosed() bool {
+	uc, ok := c.nc.(*net.UnixConn)
+	if !ok {
+		return false
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	half := false
+	raw.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+		if n, err := unix.Poll(fds, 0); err == nil && n == 1 {
+			half = fds[0].Revents&unix.POLLHUP == 0
+		}
+	})
+	return half
+}
+
 // abort closes the connection at once; used by Server.Close.
 func (c *conn) abort() {
 	c.nc.Close()
@@ -154,6 +182,13 @@ func (c *conn) readFailed(err error) {
 		c.srv.Log.Warn().Uint64("conn", c.id).Dur("params_timeout", c.srv.ParamsTimeout).Msg("the web server did not send a whole request head within the params timeout (FCGISCOPE_PARAMS_TIMEOUT); closing the connection")
 		q.abandon(&outcome.ParamsTimeoutError{Timeout: c.srv.ParamsTimeout})
 		q.finishStdinSide()
+		return
+	}
+	if errors.Is(err, io.EOF) && q.stdinDone && !q.responseDone() && c.halfClosed() {
+		// The client sent its whole request and shut down its writing
+		// side only: it still reads, and php-fpm would answer it. Relay
+		// the answer, and close once it is through.
+		<-q.respEnded
 		return
 	}
 	if !q.responseDone() {

@@ -971,3 +971,50 @@ func TestIdleNeverStartedConnectionsDoNotLockTheWebServerOut(t *testing.T) {
 		t.Errorf("response %q", resp.Stdout)
 	}
 }
+
+// A client that half-closes after its whole request still reads: it gets
+// the response php-fpm would have sent it, END_REQUEST included. A client
+// that closes altogether is gone (TestClientAbortClosesTheUpstreamConnection).
+func TestHalfCloseAfterTheRequestStillGetsTheResponse(t *testing.T) {
+	obs := newTraces()
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
+		time.Sleep(100 * time.Millisecond) // answers after the half-close
+		echoUpstream(t, conn)
+	})
+	addr := startProxy(t, &Server{Upstream: up, Observer: obs})
+	conn, err := net.Dial(addr.Network, addr.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	w := fcgi.NewWriter(conn)
+	w.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.RoleResponder})
+	w.WriteStream(fcgi.TypeParams, 1, fcgi.AppendPair(nil, "ECHO", "still reading"))
+	w.EndStream(fcgi.TypeParams, 1)
+	w.EndStream(fcgi.TypeStdin, 1)
+	w.Flush()
+	if err := conn.(*net.UnixConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := fcgi.NewReader(conn)
+	var stdout []byte
+	for {
+		h, err := r.Next()
+		if err != nil {
+			t.Fatalf("no END_REQUEST after a half-close: %v (stdout %q)", err, stdout)
+		}
+		if h.Type == fcgi.TypeStdout {
+			stdout = append(stdout, r.Content()...)
+		}
+		if h.Type == fcgi.TypeEndRequest {
+			break
+		}
+	}
+	if !strings.Contains(string(stdout), "still reading") {
+		t.Errorf("response %q", stdout)
+	}
+	if tr := obs.next(t); tr.Err != nil {
+		t.Errorf("the request is recorded as failed: %v", tr.Err)
+	}
+}
