@@ -13,7 +13,7 @@ import (
 
 // abortExchange sends a request whose body is cut short by ABORT_REQUEST
 // (during), or a whole request followed by an ABORT_REQUEST (after) or by
-// a half-close of the connection (half-close, on a unix socket), and
+// a half-close of the connection (half-close), and
 // returns the records that come back up to END_REQUEST, as "TYPE content"
 // lines.
 func abortExchange(t *testing.T, network, address, root, when string) []string {
@@ -44,7 +44,7 @@ func abortExchange(t *testing.T, network, address, root, when string) []string {
 	w.Flush()
 	time.Sleep(100 * time.Millisecond)
 	if when == "half-close" {
-		if err := c.(*net.UnixConn).CloseWrite(); err != nil {
+		if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
 			t.Fatal(err)
 		}
 	} else {
@@ -85,17 +85,22 @@ func TestAbortRequestIsAnsweredAsPHPFPMAnswersIt(t *testing.T) {
 	listen := "unix:" + testbed.ShortTempDir(t) + "/fcgiscope.sock"
 	testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN="+listen, "FCGISCOPE_UPSTREAM="+fpm.Addr, "FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath)
 	relay, _ := fcgi.ParseAddr(listen)
-	for _, when := range []string{"during", "after", "half-close"} {
-		t.Run(when, func(t *testing.T) {
-			direct := abortExchange(t, fpm.Network, fpm.Address, root, when)
-			through := abortExchange(t, relay.Network, relay.Address, root, when)
-			if fmt.Sprint(direct) != fmt.Sprint(through) {
-				t.Errorf("php-fpm answers\n  %q\nthrough fcgiscope\n  %q", direct, through)
-			}
-			if len(through) == 0 || through[len(through)-1] != "END_REQUEST app status 0, protocol status 0" {
-				t.Errorf("no END_REQUEST: %q", through)
-			}
-		})
+	// The same over TCP, where a half-close and a close send the same FIN.
+	tcp := fmt.Sprintf("127.0.0.1:%d", testbed.FreePort(t))
+	testbed.StartFcgiscope(t, "FCGISCOPE_LISTEN="+tcp, "FCGISCOPE_UPSTREAM="+fpm.Addr, "FCGISCOPE_FPM_CONFIG="+fpm.ConfigPath)
+	for _, down := range []fcgi.Addr{relay, {Network: "tcp", Address: tcp}} {
+		for _, when := range []string{"during", "after", "half-close"} {
+			t.Run(down.Network+" "+when, func(t *testing.T) {
+				direct := abortExchange(t, fpm.Network, fpm.Address, root, when)
+				through := abortExchange(t, down.Network, down.Address, root, when)
+				if fmt.Sprint(direct) != fmt.Sprint(through) {
+					t.Errorf("php-fpm answers\n  %q\nthrough fcgiscope\n  %q", direct, through)
+				}
+				if len(through) == 0 || through[len(through)-1] != "END_REQUEST app status 0, protocol status 0" {
+					t.Errorf("no END_REQUEST: %q", through)
+				}
+			})
+		}
 	}
 }
 

@@ -283,4 +283,8 @@ func TestNginxGivingUpIsLoggedAsClientAborted(t *testing.T) {
 	if d, _ := line["duration_ms"].(float64); d < 900 || d > 2500 {
 		t.Errorf("duration_ms %v, want about nginx's 1 s timeout", line["duration_ms"])
 	}
+	// fcgiscope went on as php-fpm would, and saw the script end.
+	if detail, _ := line["detail"].(string); !strings.Contains(detail, "PHP went on and finished the script") {
+		t.Errorf("detail %q does not say how the script ended", detail)
+	}
 }

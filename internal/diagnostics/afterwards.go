@@ -33,6 +33,11 @@ func (c *Classifier) afterwards(t *outcome.Trace, d *Diagnosis, gaveUp string) {
 		d.Evidence["afterwards"] = s
 		d.Detail += " Afterwards: " + s
 	}
+	if t.Ended && t.EndedAt.After(t.End) {
+		// The relay went on as php-fpm would, and saw the end itself.
+		say(fmt.Sprintf("PHP went on and finished the script %s after %s, having run %s in all; its output was discarded.", seconds(t.EndedAt.Sub(t.End)), gaveUp, seconds(t.EndedAt.Sub(t.DialEnd))))
+		return
+	}
 	rtt := time.Duration(0)
 	if c.pool() != nil {
 		rtt = c.pool().RequestTerminateTimeout

@@ -192,7 +192,7 @@ func (c *Classifier) failure(t *outcome.Trace) *Diagnosis {
 	case errors.Is(err, outcome.ErrClientAborted) && c.webServerTimeout(t, d):
 	case errors.Is(err, outcome.ErrClientAborted):
 		d.Cause = CauseClientAborted
-		d.Detail = fmt.Sprintf("The web server closed its connection after %s, before the response was complete (phase: %s). The client went away, or nginx's fastcgi_read_timeout expired; fcgiscope closed the php-fpm connection.", seconds(t.Duration()), t.Phase())
+		d.Detail = fmt.Sprintf("The web server closed its connection after %s, before the response was complete (phase: %s). The client went away, or nginx's fastcgi_read_timeout expired.", seconds(t.Duration()), t.Phase())
 		if t.Phase() == outcome.PhaseWaiting {
 			d.Hints = append(d.Hints, "If nginx logged \"upstream timed out\" for this request, the script outran fastcgi_read_timeout: make it faster or raise fastcgi_read_timeout.")
 		}

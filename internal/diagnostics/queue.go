@@ -71,7 +71,7 @@ func (c *Classifier) webServerTimeout(t *outcome.Trace, d *Diagnosis) bool {
 	if len(spent) > 0 {
 		how = ": " + strings.Join(spent, ", then ")
 	}
-	d.Detail = fmt.Sprintf("nginx gave up on the request after %s, at its %s = %s, and answered 504 itself%s. fcgiscope closed the php-fpm connection as nginx did.", seconds(t.Duration()), name, timeout, how)
+	d.Detail = fmt.Sprintf("nginx gave up on the request after %s, at its %s = %s, and answered 504 itself%s.", seconds(t.Duration()), name, timeout, how)
 	d.Hints = []string{
 		fmt.Sprintf("Make the script answer within %s, or raise %s (and request_terminate_timeout with it, so that php-fpm does not run on for nobody).", timeout.Value, name),
 		"Raising PHP's max_execution_time changes nothing here: nginx's timeout ended the request, not PHP's.",

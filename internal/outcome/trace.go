@@ -91,9 +91,12 @@ type Trace struct {
 	Status int
 	// ContentType is the response's Content-Type header.
 	ContentType string
-	// EndRequest is the upstream's END_REQUEST, valid when Ended is true.
+	// EndRequest is the upstream's END_REQUEST, valid when Ended is true;
+	// EndedAt is when it came, which is after End when the web server
+	// went away first and the relay went on, as php-fpm would have.
 	EndRequest fcgi.EndRequest
 	Ended      bool
+	EndedAt    time.Time
 
 	// Stderr holds the first bytes the upstream wrote to FCGI_STDERR;
 	// StderrBytes counts them all.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -128,30 +129,52 @@ func (s *Server) firstRequestTimeout() time.Duration {
 	return d
 }
 
-// halfClosed reports whether the web server, whose end of the stream this
-// connection has read, shut down only its writing side and still reads. A
-// unix socket tells: a peer that closed altogether leaves it hung up
-// (POLLHUP), one that half-closed does not. Over TCP both send the same
-// FIN, and only a write would tell; nginx never half-closes, so there the
-// end of the stream is taken as the web server going away, as nginx means
-// it.
-func (c *conn) halfClosed() bool {
-	uc, ok := c.nc.(*net.UnixConn)
-	if !ok {
-		return false
+// What a connection's end of stream says of the web server.
+const (
+	eofClosed     = iota // it closed the connection: it is gone
+	eofHalfClosed        // it shut down its writing side and still reads
+	eofUnknown           // either: TCP sends the same FIN for both
+)
+
+// peerState tells, after the end of the web server's stream, whether it
+// closed the connection or only its writing side. A unix socket says so:
+// a peer that closed altogether leaves it hung up (POLLHUP), one that
+// half-closed does not. Over TCP only a write can tell.
+func (c *conn) peerState() int {
+	switch nc := c.nc.(type) {
+	case *net.TCPConn:
+		return eofUnknown
+	case *net.UnixConn:
+		if revents, ok := pollConn(nc, 0); ok && revents&unix.POLLHUP == 0 {
+			return eofHalfClosed
+		}
 	}
-	raw, err := uc.SyscallConn()
+	return eofClosed
+}
+
+// pollConn waits up to wait for nc to be hung up or in error, and returns
+// the events seen (POLLHUP, POLLERR), none when it was neither.
+func pollConn(nc syscall.Conn, wait time.Duration) (revents int16, ok bool) {
+	raw, err := nc.SyscallConn()
 	if err != nil {
-		return false
+		return 0, false
 	}
-	half := false
 	raw.Control(func(fd uintptr) {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
-		if n, err := unix.Poll(fds, 0); err == nil && n == 1 {
-			half = fds[0].Revents&unix.POLLHUP == 0
+		fds := []unix.PollFd{{Fd: int32(fd)}}
+		deadline := time.Now().Add(wait)
+		for {
+			n, err := unix.Poll(fds, int(max(time.Until(deadline), 0).Milliseconds()))
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			ok = err == nil
+			if n == 1 {
+				revents = fds[0].Revents
+			}
+			return
 		}
 	})
-	return half
+	return revents, ok
 }
 
 // abort closes the connection at once; used by Server.Close.
@@ -184,12 +207,22 @@ func (c *conn) readFailed(err error) {
 		q.finishStdinSide()
 		return
 	}
-	if errors.Is(err, io.EOF) && q.stdinDone && !q.responseDone() && c.halfClosed() {
-		// The client sent its whole request and shut down its writing
-		// side only: it still reads, and php-fpm would answer it. Relay
-		// the answer, and close once it is through.
-		<-q.respEnded
-		return
+	if errors.Is(err, io.EOF) && q.stdinDone && q.started && !q.responseDone() {
+		switch c.peerState() {
+		case eofHalfClosed:
+			// The client sent its whole request and shut down its
+			// writing side only: it still reads, and php-fpm would
+			// answer it. Relay the answer; close once it is through.
+			<-q.respEnded
+			return
+		case eofUnknown:
+			// Over TCP a half-close and a close look the same. Go on
+			// as php-fpm would, until the answer shows which it was:
+			// a write fails, or the peer resets what it was sent.
+			q.peerEOF.Store(time.Now().UnixNano())
+			<-q.respEnded
+			return
+		}
 	}
 	if !q.responseDone() {
 		// The web server went away mid-request: nginx does so when the

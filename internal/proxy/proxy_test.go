@@ -1018,3 +1018,74 @@ func TestHalfCloseAfterTheRequestStillGetsTheResponse(t *testing.T) {
 		t.Errorf("the request is recorded as failed: %v", tr.Err)
 	}
 }
+
+// startTCPProxy runs a Server on a loopback TCP port and returns its
+// address.
+func startTCPProxy(t *testing.T, srv *Server) fcgi.Addr {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return fcgi.Addr{Network: "tcp", Address: ln.Addr().String()}
+}
+
+// Over TCP a half-close and a close send the same FIN: fcgiscope goes on
+// as php-fpm would, and the end of the response tells which it was. A
+// client that half-closed gets its answer; one that closed is recorded as
+// gone from the moment it closed.
+func TestTCPHalfCloseAndCloseAreToldApartByTheAnswer(t *testing.T) {
+	slowEcho := func(t testing.TB, conn net.Conn) {
+		time.Sleep(300 * time.Millisecond) // answers after the client's FIN
+		echoUpstream(t, conn)
+	}
+	send := func(t *testing.T, addr fcgi.Addr) *net.TCPConn {
+		conn, err := net.Dial(addr.Network, addr.Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := fcgi.NewWriter(conn)
+		w.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.RoleResponder})
+		w.WriteStream(fcgi.TypeParams, 1, fcgi.AppendPair(nil, "ECHO", "over tcp"))
+		w.EndStream(fcgi.TypeParams, 1)
+		w.EndStream(fcgi.TypeStdin, 1)
+		w.Flush()
+		return conn.(*net.TCPConn)
+	}
+	t.Run("half-close", func(t *testing.T) {
+		obs := newTraces()
+		addr := startTCPProxy(t, &Server{Upstream: fakeUpstream(t, slowEcho), Observer: obs})
+		conn := send(t, addr)
+		defer conn.Close()
+		conn.CloseWrite()
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(conn)
+		if !strings.Contains(string(b), "over tcp") {
+			t.Errorf("no answer after a half-close: %q", b)
+		}
+		if tr := obs.next(t); tr.Err != nil {
+			t.Errorf("recorded as failed: %v", tr.Err)
+		}
+	})
+	t.Run("close", func(t *testing.T) {
+		obs := newTraces()
+		addr := startTCPProxy(t, &Server{Upstream: fakeUpstream(t, slowEcho), Observer: obs})
+		conn := send(t, addr)
+		time.Sleep(50 * time.Millisecond)
+		closed := time.Now()
+		conn.Close()
+		tr := obs.next(t)
+		if !errors.Is(tr.Err, outcome.ErrClientAborted) {
+			t.Errorf("a client that closed is recorded with %v, want ErrClientAborted", tr.Err)
+		}
+		if d := tr.End.Sub(closed); d < -50*time.Millisecond || d > 100*time.Millisecond {
+			t.Errorf("recorded as gone %s after it closed, want about when it closed", d)
+		}
+	})
+}

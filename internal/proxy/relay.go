@@ -131,7 +131,7 @@ func (q *request) relayResponse() {
 				r.fail(&outcome.ProtocolError{Upstream: true, Reason: err.Error()})
 				return
 			}
-			t.EndRequest, t.Ended = end, true
+			t.EndRequest, t.Ended, t.EndedAt = end, true, time.Now()
 			q.releaseUpstream(end, ur.Buffered() == 0)
 			if err := outcome.EndError(end, r.head.Ended(), t.UpstreamBytes); err != nil && r.forwardedStdout == 0 {
 				// Nothing was served: an explanation can stand in for a
@@ -146,6 +146,7 @@ func (q *request) relayResponse() {
 				return
 			}
 			t.End = time.Now()
+			q.goneAfterAll()
 			q.endResponse()
 			return
 		case fcgi.TypeGetValuesResult, fcgi.TypeUnknownType:
@@ -298,8 +299,40 @@ func (r *relay) downstreamFailed(err error) {
 	} else {
 		t.Err = q.dropped(fmt.Errorf("%w: %w", outcome.ErrClientAborted, err))
 	}
-	t.End = time.Now()
+	t.End = q.wentAway()
 	q.endResponse()
+}
+
+// wentAway is when the web server went away: at the end of its stream, when
+// that came before the failure that shows it, else now.
+func (q *request) wentAway() time.Time {
+	if eof := q.peerEOF.Load(); eof != 0 {
+		return time.Unix(0, eof)
+	}
+	return time.Now()
+}
+
+// peerResetWait bounds the wait for the reset a TCP peer that closed sends
+// back for data it cannot take: a round trip, on loopback microseconds.
+const peerResetWait = 200 * time.Millisecond
+
+// goneAfterAll settles, for a response sent whole after the web server
+// ended its stream over TCP, whether it had gone or only half-closed: a
+// peer that closed resets the connection on the data it is sent, one that
+// half-closed takes it.
+func (q *request) goneAfterAll() {
+	if q.peerEOF.Load() == 0 {
+		return
+	}
+	tc, ok := q.c.nc.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	if revents, _ := pollConn(tc, peerResetWait); revents != 0 {
+		// Nobody received the response: it has no status.
+		q.trace.Err = q.dropped(outcome.ErrClientAborted)
+		q.trace.End, q.trace.Status = q.wentAway(), 0
+	}
 }
 
 // fail ends a request whose upstream failed. While nothing of the response
@@ -313,6 +346,14 @@ func (r *relay) fail(err error) {
 	if p := q.abortErr.Load(); p != nil {
 		// The web server is gone or broke the protocol; nobody to tell.
 		t.Err = *p
+		q.endResponse()
+		return
+	}
+	if q.peerEOF.Load() != 0 {
+		// The web server ended its stream first: most likely it gave up
+		// (nginx's fastcgi_read_timeout), and it is that which the
+		// request's explanation tells, with how PHP ended afterwards.
+		t.Err, t.End = q.dropped(outcome.ErrClientAborted), q.wentAway()
 		q.endResponse()
 		return
 	}

@@ -60,6 +60,11 @@ type request struct {
 	doneOnce   sync.Once
 	pending    atomic.Int32 // sides not yet finished
 	abortErr   atomic.Pointer[error]
+	// peerEOF is when the web server ended its side of a TCP connection
+	// after the whole request (Unix nanoseconds; 0 when it did not): it
+	// went away, or it only half-closed and still reads. Which, the end
+	// of the response tells (request.goneAfterAll).
+	peerEOF atomic.Int64
 
 	// bigHead is a response head passed on although larger than the web
 	// server's assumed buffer; while set, the request's end waits for the
