@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"path/filepath"
-	"strings"
 
 	"github.com/rs/zerolog"
 
@@ -92,7 +91,7 @@ func phpErrorLog(pool *fpm.Pool, ini *fpm.PHPIni, path string, master *fpm.Maste
 	case v == "syslog":
 		log.Warn().Str("error_log", s.Describe("error_log")).Msg("PHP logs its errors to syslog, which fcgiscope does not read: set error_log to a file to have them explained")
 		return ""
-	case strings.HasPrefix(v, "/proc/self/fd/") || strings.HasPrefix(v, "/dev/std"):
+	case fpm.ToWorkerStderr(v):
 		if pool != nil && !pool.CatchWorkersOutput {
 			log.Warn().Str("error_log", s.Describe("error_log")).Msg("PHP logs its errors to the workers' standard error, which php-fpm throws away without catch_workers_output = yes in the pool")
 		}

@@ -99,8 +99,7 @@ func (c *Classifier) errorsToWorkerOutput() bool {
 	if c.pool() == nil || !c.pool().CatchWorkersOutput {
 		return false
 	}
-	v := fpm.PHPSetting(c.pool(), c.phpIni(), "error_log").Value
-	return strings.HasPrefix(v, "/proc/self/fd/") || strings.HasPrefix(v, "/dev/std")
+	return fpm.ToWorkerStderr(fpm.PHPSetting(c.pool(), c.phpIni(), "error_log").Value)
 }
 
 // suspect reports whether a completed request likely has PHP messages:

@@ -102,7 +102,7 @@ var shownToDevelopers = map[*Cause]bool{
 // Diagnosis. Clients not on loopback get nothing: the explanation holds
 // paths and settings.
 func (e *Explainer) Review(t *outcome.Trace) (cause string, page cgi.Reply, banner []byte) {
-	if !isLoopback(t.RemoteAddr) {
+	if !(Audience{Detail: DetailLocal}).Full(t.RemoteAddr) { // loopback only
 		return "", cgi.Reply{}, nil
 	}
 	d := e.diagnose(t)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -229,12 +228,6 @@ func headerSafe(s string) string {
 // oneLine folds s onto a single line for a log.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
-}
-
-// isLoopback reports whether remote is an address on this machine.
-func isLoopback(remote string) bool {
-	a, err := netip.ParseAddr(remote)
-	return err == nil && a.Unmap().IsLoopback()
 }
 
 var bannerTemplate = template.Must(template.New("banner").Parse(`<div id="fcgiscope-banner" style="all:initial;display:block;font:14px/1.4 system-ui,sans-serif;background:#fff4e5;color:#222;border-bottom:3px solid #e8590c;padding:12px 16px;margin:0">` +

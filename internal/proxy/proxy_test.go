@@ -982,17 +982,8 @@ func TestHalfCloseAfterTheRequestStillGetsTheResponse(t *testing.T) {
 		echoUpstream(t, conn)
 	})
 	addr := startProxy(t, &Server{Upstream: up, Observer: obs})
-	conn, err := net.Dial(addr.Network, addr.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := sendEcho(t, addr, "still reading")
 	defer conn.Close()
-	w := fcgi.NewWriter(conn)
-	w.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.RoleResponder})
-	w.WriteStream(fcgi.TypeParams, 1, fcgi.AppendPair(nil, "ECHO", "still reading"))
-	w.EndStream(fcgi.TypeParams, 1)
-	w.EndStream(fcgi.TypeStdin, 1)
-	w.Flush()
 	if err := conn.(*net.UnixConn).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
@@ -1045,23 +1036,10 @@ func TestTCPHalfCloseAndCloseAreToldApartByTheAnswer(t *testing.T) {
 		time.Sleep(300 * time.Millisecond) // answers after the client's FIN
 		echoUpstream(t, conn)
 	}
-	send := func(t *testing.T, addr fcgi.Addr) *net.TCPConn {
-		conn, err := net.Dial(addr.Network, addr.Address)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := fcgi.NewWriter(conn)
-		w.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.RoleResponder})
-		w.WriteStream(fcgi.TypeParams, 1, fcgi.AppendPair(nil, "ECHO", "over tcp"))
-		w.EndStream(fcgi.TypeParams, 1)
-		w.EndStream(fcgi.TypeStdin, 1)
-		w.Flush()
-		return conn.(*net.TCPConn)
-	}
 	t.Run("half-close", func(t *testing.T) {
 		obs := newTraces()
 		addr := startTCPProxy(t, &Server{Upstream: fakeUpstream(t, slowEcho), Observer: obs})
-		conn := send(t, addr)
+		conn := sendEcho(t, addr, "over tcp").(*net.TCPConn)
 		defer conn.Close()
 		conn.CloseWrite()
 		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -1076,7 +1054,7 @@ func TestTCPHalfCloseAndCloseAreToldApartByTheAnswer(t *testing.T) {
 	t.Run("close", func(t *testing.T) {
 		obs := newTraces()
 		addr := startTCPProxy(t, &Server{Upstream: fakeUpstream(t, slowEcho), Observer: obs})
-		conn := send(t, addr)
+		conn := sendEcho(t, addr, "over tcp")
 		time.Sleep(50 * time.Millisecond)
 		closed := time.Now()
 		conn.Close()
@@ -1088,4 +1066,23 @@ func TestTCPHalfCloseAndCloseAreToldApartByTheAnswer(t *testing.T) {
 			t.Errorf("recorded as gone %s after it closed, want about when it closed", d)
 		}
 	})
+}
+
+// sendEcho sends a whole request for echoUpstream with the ECHO param and
+// an empty body, and returns the connection to read the answer from.
+func sendEcho(t *testing.T, addr fcgi.Addr, echo string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial(addr.Network, addr.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := fcgi.NewWriter(conn)
+	w.WriteBeginRequest(1, fcgi.BeginRequest{Role: fcgi.RoleResponder})
+	w.WriteStream(fcgi.TypeParams, 1, fcgi.AppendPair(nil, "ECHO", echo))
+	w.EndStream(fcgi.TypeParams, 1)
+	w.EndStream(fcgi.TypeStdin, 1)
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -303,6 +304,13 @@ func (l *MessageLog) Since(since time.Time) []Message {
 	return out
 }
 
+// ToWorkerStderr reports whether an error_log setting sends PHP's errors
+// to the worker's standard error (/proc/self/fd/2, /dev/stderr), which
+// php-fpm copies into its own log with catch_workers_output.
+func ToWorkerStderr(errorLog string) bool {
+	return strings.HasPrefix(errorLog, "/proc/self/fd/") || strings.HasPrefix(errorLog, "/dev/std")
+}
+
 // MessageLogReadable reports whether fcgiscope can follow PHP's error log
 // at path, creating nothing: syslog, a standard stream and a path it may
 // not read cannot be followed. A file that does not exist yet can, when its
@@ -318,13 +326,6 @@ func MessageLogReadable(path string) bool {
 	if !os.IsNotExist(err) {
 		return false
 	}
-	fi, err := os.Stat(dirOf(path))
+	fi, err := os.Stat(filepath.Dir(path))
 	return err == nil && fi.IsDir()
-}
-
-func dirOf(path string) string {
-	if i := strings.LastIndexByte(path, '/'); i > 0 {
-		return path[:i]
-	}
-	return "/"
 }
