@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/fcgiscope/fcgiscope/internal/cliflag"
 	"github.com/rs/zerolog"
 
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
@@ -108,6 +110,10 @@ func configure(cfg interface{ validate() error }, name string, args, environ []s
 			fmt.Fprint(stderr, help)
 			return exitOK, false
 		}
+		if ce := (*cliflag.Error)(nil); errors.As(err, &ce) {
+			fmt.Fprintf(stderr, "fcgiscope %s: %v\n", name, err)
+			return exitUsage, false
+		}
 		fmt.Fprintf(stderr, "fcgiscope %s: invalid configuration:\n%v\n", name, err)
 		return exitUsage, false
 	}
@@ -137,16 +143,19 @@ func loadConfig(cfg any, name string, args []string, environ []string, usage io.
 	for _, f := range fields {
 		envName := f.Tag.Get("env")
 		def, _ := f.Tag.Lookup("envDefault")
-		fset.Func(flagName(envName), fmt.Sprintf("%s (env %s, default %q)", f.Tag.Get("help"), envName, def), func(v string) error {
+		fset.Func(flagName(envName), fmt.Sprintf("%s (env %s)", f.Tag.Get("help"), envName), func(v string) error {
 			vars[envName] = v
 			return nil
 		})
+		// The usage and the example of a flag without its value show
+		// the default.
+		fset.Lookup(flagName(envName)).DefValue = def
 	}
 	fset.Usage = func() {
 		fmt.Fprintf(usage, "Usage: fcgiscope %s [flags]\n\nEvery flag can also be set by its environment variable; flags win.\n\n", name)
 		fset.PrintDefaults()
 	}
-	if err := fset.Parse(args); err != nil {
+	if err := cliflag.Parse(fset, args, cliflag.Options{Help: fmt.Sprintf("'fcgiscope %s -h' lists the flags", name)}); err != nil {
 		return nil, err
 	}
 	opts := env.Options{

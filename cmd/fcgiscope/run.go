@@ -10,7 +10,11 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
+
+	"github.com/fcgiscope/fcgiscope/internal/cliflag"
 )
 
 // Exit codes.
@@ -40,45 +44,78 @@ Usage:
   fcgiscope bench [flags]     load a FastCGI server directly and validate every answer
   fcgiscope version           print the version
 
-Run 'fcgiscope serve -h' for the settings of serve.
+Run 'fcgiscope help COMMAND' (or 'fcgiscope COMMAND -h') for a command's flags.
 `
 
-// run is main without the exit, so that tests can call it.
-func run(args []string) int {
+// commands are the names run knows, for suggesting one to a typo.
+var commands = []string{"serve", "http", "doctor", "request", "bench", "version", "help"}
+
+// run is main without the exit, so that tests can call it; stdout and
+// stderr are the process's.
+func run(args []string) int { return runWith(args, os.Stdout, os.Stderr) }
+
+// runWith runs the command args name, writing to stdout and stderr.
+func runWith(args []string, stdout, stderr io.Writer) int {
 	cmd := "serve"
-	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+	switch {
+	case len(args) > 0 && isHelpFlag(args[0]):
+		cmd, args = "help", nil
+	case len(args) > 0 && args[0] != "" && args[0][0] != '-':
 		cmd, args = args[0], args[1:]
+	}
+	if cmd == "help" && len(args) > 0 {
+		// "fcgiscope help doctor" is "fcgiscope doctor -h".
+		if !slices.Contains(commands, args[0]) || args[0] == "help" {
+			return unknownCommand(args[0], stderr)
+		}
+		cmd, args = args[0], []string{"-h"}
 	}
 	switch cmd {
 	case "serve":
 		leaveCPUsToPHP()
 		ctx, stop := signalContext()
 		defer stop()
-		return serve(ctx, args, os.Environ(), os.Stdout, os.Stderr)
+		return serve(ctx, args, os.Environ(), stdout, stderr)
 	case "request":
 		ctx, stop := signalContext()
 		defer stop()
-		return requestMain(ctx, args, os.Stdout, os.Stderr)
+		return requestMain(ctx, args, stdout, stderr)
 	case "doctor":
 		ctx, stop := signalContext()
 		defer stop()
-		return doctorMain(ctx, args, os.Stdout, os.Stderr)
+		return doctorMain(ctx, args, stdout, stderr)
 	case "http":
 		ctx, stop := signalContext()
 		defer stop()
-		return httpMain(ctx, args, os.Environ(), os.Stdout, os.Stderr)
+		return httpMain(ctx, args, os.Environ(), stdout, stderr)
 	case "bench":
 		ctx, stop := signalContext()
 		defer stop()
-		return benchMain(ctx, args, os.Stdout, os.Stderr)
+		return benchMain(ctx, args, stdout, stderr)
 	case "version":
-		printVersion(os.Stdout)
+		printVersion(stdout)
 		return exitOK
-	case "help", "-h", "--help":
-		fmt.Fprint(os.Stdout, usageText)
+	case "help":
+		fmt.Fprint(stdout, usageText)
 		return exitOK
 	}
-	fmt.Fprintf(os.Stderr, "fcgiscope: unknown command %q\n\n%s", cmd, usageText)
+	return unknownCommand(cmd, stderr)
+}
+
+func isHelpFlag(s string) bool {
+	return s == "-h" || s == "--help" || s == "-help"
+}
+
+// unknownCommand says, in one line, that name is no command, and which one
+// may have been meant.
+func unknownCommand(name string, stderr io.Writer) int {
+	msg := fmt.Sprintf("fcgiscope: unknown command %q", name)
+	if s := cliflag.Suggest(name, commands); len(s) > 0 {
+		msg += "; did you mean " + strings.Join(s, " or ") + "?"
+	} else {
+		msg += "; the commands are " + strings.Join(commands, ", ") + " ('fcgiscope help' says what each does)"
+	}
+	fmt.Fprintln(stderr, msg)
 	return exitUsage
 }
 
