@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"time"
 
+	"github.com/fcgiscope/fcgiscope/internal/cliflag"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/doctor"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
@@ -30,7 +33,7 @@ func doctorMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	nginxConf := fs.String("nginx", "", "nginx.conf to check (default: the output of `nginx -T`, or /etc/nginx/nginx.conf when nginx is not installed)")
-	fpmConf := fs.String("fpm", os.Getenv("FCGISCOPE_FPM_CONFIG"), "php-fpm.conf to check (default: FCGISCOPE_FPM_CONFIG, else the usual places)")
+	fpmConf := fs.String("fpm", "", "php-fpm.conf to check (default: FCGISCOPE_FPM_CONFIG, else the usual places)")
 	upstream := fs.String("upstream", "", "check this one FastCGI address alone, as 127.0.0.1:9000 or unix:/run/php/php8.2-fpm.sock")
 	probeScript := fs.String("probe-script", "", "a script that must exist, such as /index.php: each PHP location is asked for it with the params nginx would send")
 	root := fs.String("root", "", "read the configuration files under this directory instead of /, as for a container image's files")
@@ -40,15 +43,21 @@ func doctorMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprint(stderr, doctorUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if isHelp(err) {
-			return exitOK
-		}
-		return exitUsage
-	}
 	usage := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "fcgiscope doctor: "+format+"\n", a...)
 		return exitUsage
+	}
+	if err := cliflag.Parse(fs, args, cliflag.Options{Help: "'fcgiscope doctor -h' lists the flags"}); err != nil {
+		if isHelp(err) {
+			return exitOK
+		}
+		return usage("%v", err)
+	}
+	// Where each configuration was named, for a message about it.
+	given := map[string]string{"nginx": "--nginx " + *nginxConf, "php-fpm": "--fpm " + *fpmConf}
+	if *fpmConf == "" {
+		*fpmConf = os.Getenv("FCGISCOPE_FPM_CONFIG")
+		given["php-fpm"] = "FCGISCOPE_FPM_CONFIG=" + *fpmConf
 	}
 	if fs.NArg() > 0 {
 		return usage("takes no arguments, got %q; the inputs are flags such as --nginx and --fpm", fs.Args())
@@ -80,6 +89,10 @@ func doctorMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 
 	report, err := d.Check(ctx)
+	if ce := (*doctor.ConfigError)(nil); errors.As(err, &ce) {
+		// A check that read nothing it was told to must not pass.
+		return usage("%s: %s. %s", given[ce.Server], pathErrorText(ce.Err), configHint[ce.Server])
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "fcgiscope doctor: could not check anything: %v\n", err)
 		if report != nil && *format == "json" {
@@ -100,6 +113,20 @@ func doctorMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitFailure
 	}
 	return exitOK
+}
+
+// configHint says where to find each server's main configuration file.
+var configHint = map[string]string{
+	"nginx":   "Give nginx's main file, such as /etc/nginx/nginx.conf; `nginx -V` prints the one it was built with (--conf-path)",
+	"php-fpm": "Give php-fpm's main file, such as /etc/php/8.2/fpm/php-fpm.conf; a running php-fpm names its own in `ps -eo args | grep 'php-fpm: master'`",
+}
+
+// pathErrorText is err without the path a *fs.PathError repeats.
+func pathErrorText(err error) string {
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }
 
 // isTerminal reports whether w is a terminal that wants colours: not when

@@ -146,6 +146,7 @@ func TestDoctorHealthySetupExitsZero(t *testing.T) {
 }
 
 func TestDoctorUsageErrors(t *testing.T) {
+	empty := t.TempDir()
 	tests := []struct {
 		name string
 		args []string
@@ -155,7 +156,8 @@ func TestDoctorUsageErrors(t *testing.T) {
 		{"argument", []string{"nginx.conf"}, "takes no arguments"},
 		{"bad upstream", []string{"--upstream", "9000"}, "accepted forms are"},
 		{"missing root", []string{"--root", "/nonexistent/image"}, "not a directory"},
-		{"nothing found", []string{"--nginx", "/nonexistent/nginx.conf", "--fpm", "/nonexistent/php-fpm.conf"}, "could not check anything"},
+		{"given file missing", []string{"--nginx", "/nonexistent/nginx.conf", "--fpm", "/nonexistent/php-fpm.conf"}, "--nginx /nonexistent/nginx.conf: no such file or directory"},
+		{"nothing found", []string{"--root", empty}, "could not check anything"},
 		{"unknown flag", []string{"--bogus"}, "bogus"},
 	}
 	for _, tt := range tests {

@@ -2,9 +2,14 @@ package doctor
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -448,4 +453,101 @@ func diskFinding(d diskDir, free, total, freeInodes, inodes uint64) (Finding, bo
 	f.Title = fmt.Sprintf("The file system of %s has %s free of %s", d.path, fmtBytes(int64(free)), fmtBytes(int64(total)))
 	f.Fix = "Free space there (old logs, session files, nginx temp files), or give it a larger file system."
 	return f, true
+}
+
+// maxChildrenLogWindow is how far back php-fpm's log is searched for
+// "server reached pm.max_children": a week holds last Monday's peak
+// without digging up problems long fixed.
+const maxChildrenLogWindow = 7 * 24 * time.Hour
+
+// maxChildrenLogTail bounds how much of php-fpm's log is read.
+const maxChildrenLogTail = 4 << 20
+
+// checkMaxChildrenLog reports the pools php-fpm's own log says ran out of
+// workers lately: the warning php-fpm writes once per burst, which nobody
+// reads until the 502s.
+func (c *checkup) checkMaxChildrenLog() {
+	if c.fpm == nil || c.fpm.ErrorLog == "" || !filepath.IsAbs(c.fpm.ErrorLog) {
+		return
+	}
+	path := nginxconf.RootFS(c.d.Root).Path(c.fpm.ErrorLog)
+	lines, err := tailLines(path, maxChildrenLogTail)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			c.notChecked("pm.max_children in php-fpm's log %s: %v", path, err)
+		}
+		return
+	}
+	type seen struct {
+		count int
+		last  fpm.Event
+	}
+	byPool := map[string]*seen{}
+	since := time.Now().Add(-maxChildrenLogWindow)
+	for _, l := range lines {
+		ev, ok := fpm.ParseLogLine(l, time.Local)
+		if !ok || ev.Kind != fpm.EventMaxChildren || ev.Time.Before(since) {
+			continue
+		}
+		s := byPool[ev.Pool]
+		if s == nil {
+			s = &seen{}
+			byPool[ev.Pool] = s
+		}
+		s.count++
+		s.last = ev
+	}
+	for _, name := range slices.Sorted(maps.Keys(byPool)) {
+		s := byPool[name]
+		f := Finding{ID: "max_children_reached", Severity: SeverityWarning,
+			Title:  fmt.Sprintf("Pool %s ran out of workers %s in the last 7 days: php-fpm's log says \"server reached pm.max_children\"", name, times(s.count)),
+			Detail: fmt.Sprintf("The last time was %s: %q (in %s). Each time, new requests waited in the socket's backlog until a worker was free.", s.last.Time.Format(time.DateTime), s.last.Line, path),
+			Impact: "Pages are slow during bursts, and requests fail with 502 when the backlog overflows or 504 when the wait outlasts nginx's fastcgi_read_timeout.",
+			Cause:  "upstream_backlog_full",
+		}
+		fix := "Find what holds the workers (a slow log with request_slowlog_timeout shows where the time goes), then raise pm.max_children if memory allows (see pool_capacity)."
+		if p := c.fpm.Pool(name); p != nil {
+			if loc := settingLoc(p.Settings["pm.max_children"]); loc != nil {
+				f.FPM = []*Location{loc}
+				fix = fmt.Sprintf("Find what holds the workers (a slow log with request_slowlog_timeout shows where the time goes), then raise pm.max_children = %d at %s:%d if memory allows (see pool_capacity).", p.MaxChildren, loc.File, loc.Line)
+			}
+		}
+		f.Fix = fix + " fcgiscope serve's FCGISCOPE_MAX_CONNS makes a burst wait in fcgiscope, counted and timed, instead of in php-fpm's backlog."
+		c.add(f)
+	}
+}
+
+// tailLines returns the lines of the last limit bytes of the file at path;
+// a first line cut in the middle is dropped.
+func tailLines(path string, limit int64) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	off := max(fi.Size()-limit, 0)
+	b := make([]byte, fi.Size()-off)
+	if _, err := f.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	lines := strings.Split(string(b), "\n")
+	if off > 0 && len(lines) > 0 {
+		lines = lines[1:]
+	}
+	return lines, nil
+}
+
+// times writes a count of occurrences: once, twice, 3 times.
+func times(n int) string {
+	switch n {
+	case 1:
+		return "once"
+	case 2:
+		return "twice"
+	}
+	return fmt.Sprintf("%d times", n)
 }

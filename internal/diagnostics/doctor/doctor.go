@@ -204,11 +204,41 @@ type Doctor struct {
 // read and no upstream was given: nothing was checked.
 var ErrNothingToCheck = errors.New("found neither an nginx nor a php-fpm configuration to check")
 
-// Check runs every check and returns the report. It fails only when it
-// could check nothing at all; everything it could not check is listed in
-// Report.NotChecked.
+// ConfigError is returned by Check when a configuration file it was told
+// to read (Doctor.NginxConf or Doctor.FPMConf) cannot be read: a report
+// without it would pass for a clean bill of health.
+type ConfigError struct {
+	// Server is "nginx" or "php-fpm".
+	Server string
+	Path   string
+	Err    error
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("%s configuration %s: %v", e.Server, e.Path, e.Err)
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Check runs every check and returns the report. It fails when a
+// configuration it was given cannot be read (*ConfigError), or when it
+// could check nothing at all; everything else it could not check is listed
+// in Report.NotChecked.
 func (d *Doctor) Check(ctx context.Context) (*Report, error) {
 	c := &checkup{d: d, report: &Report{Findings: []Finding{}, Probes: []Probe{}, NotChecked: []string{}}}
+	for _, given := range []struct{ server, path string }{{"nginx", d.NginxConf}, {"php-fpm", d.FPMConf}} {
+		if given.path == "" {
+			continue
+		}
+		path := nginxconf.RootFS(d.Root).Path(given.path)
+		fi, err := os.Stat(path)
+		if err == nil && fi.IsDir() {
+			err = fmt.Errorf("is a directory, not the main configuration file")
+		}
+		if err != nil {
+			return c.report, &ConfigError{Server: given.server, Path: path, Err: err}
+		}
+	}
 	c.loadNginx(ctx)
 	c.loadFPM()
 	if c.ngx == nil && c.fpm == nil && d.Upstream.IsZero() {
@@ -223,6 +253,7 @@ func (d *Doctor) Check(ctx context.Context) (*Report, error) {
 	c.checkTimeouts()
 	c.checkKeepalive()
 	c.checkCapacity()
+	c.checkMaxChildrenLog()
 	c.checkObservability()
 	c.checkDiskSpace()
 	c.pingPools(ctx)

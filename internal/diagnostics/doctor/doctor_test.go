@@ -162,7 +162,9 @@ func TestFixtures(t *testing.T) {
 				{"socket_permission", SeverityError, []string{
 					"nginx's user nobody may not connect to " + debianSock,
 					"www-data:www-data mode 0660",
-					"listen.owner = nobody",
+					// The fix points at the lines that hold the wrong values.
+					"At /etc/php/8.2/fpm/pool.d/www.conf:53 change\n    listen.owner = www-data\nto\n    listen.owner = nobody",
+					"At /etc/php/8.2/fpm/pool.d/www.conf:54 change\n    listen.group = www-data\nto\n    listen.group = nogroup",
 					"/etc/php/8.2/fpm/pool.d/www.conf:41",
 					"13: Permission denied",
 				}},

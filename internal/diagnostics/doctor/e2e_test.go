@@ -7,13 +7,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"text/template"
 	"time"
 
+	"github.com/fcgiscope/fcgiscope/internal/exchange"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/outcome"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
 )
 
@@ -238,7 +242,7 @@ func TestSocketPermission(t *testing.T) {
 	conf := writeNginx(t, nginxSite{Pass: fpm.Addr, Top: "user www-data;"})
 	r := check(t, &Doctor{NginxConf: conf, FPMConf: fpm.ConfigPath})
 	requireFinding(t, r, want{"socket_permission", SeverityError, []string{
-		"nginx's user www-data may not connect to " + fpm.Addr, "root:root mode 0600", conf + ":2", "listen.owner = www-data", "listen.mode = 0660", "13: Permission denied",
+		"nginx's user www-data may not connect to " + fpm.Addr, "root:root mode 0600", conf + ":2", "listen.owner = www-data", "change\n    listen.mode = 0600\nto\n    listen.mode = 0660", "13: Permission denied",
 	}})
 }
 
@@ -283,6 +287,18 @@ func TestScriptFilenameAndProbe(t *testing.T) {
 		requireNo(t, r, "script_filename", "probe_failed")
 		if !probeSays(r, fpm.Addr, "probe /hello.php -> HTTP 200") {
 			t.Errorf("the probe of %s does not report the script's 200", fpm.Addr)
+		}
+	})
+	t.Run("a probe script that does not exist", func(t *testing.T) {
+		// Debian's snippets/fastcgi-php.conf checks the script with
+		// try_files, so nginx answers 404 without asking php-fpm: the
+		// doctor must say the script is missing, not blame php-fpm.
+		conf := writeNginx(t, nginxSite{Pass: fpm.Addr, Root: root, Extra: "            try_files $fastcgi_script_name =404;"})
+		r := check(t, &Doctor{NginxConf: conf, FPMConf: fpm.ConfigPath, ProbeScript: "/nope.php"})
+		requireNo(t, r, "script_filename", "probe_failed")
+		want := filepath.Join(root, "nope.php") + " does not exist in nginx's document root " + root + " (root at " + conf + ":16), so nginx answers 404 itself without asking php-fpm (try_files at " + conf + ":20)"
+		if !slices.ContainsFunc(r.NotChecked, func(n string) bool { return strings.Contains(n, want) }) {
+			t.Errorf("not checked does not say the probe script is missing (%q); it says %q", want, r.NotChecked)
 		}
 	})
 	t.Run("upstream alone", func(t *testing.T) {
@@ -409,4 +425,34 @@ func TestChainThroughFcgiscope(t *testing.T) {
 		requireFinding(t, r, want{"fcgiscope_read_sooner", SeverityWarning, []string{"FCGISCOPE_READ_TIMEOUT=30s"}})
 		requireFinding(t, r, want{"fcgiscope_header_limit", SeverityWarning, []string{"FCGISCOPE_MAX_HEADER_BYTES", conf + ":20", "16384"}})
 	})
+}
+
+// php-fpm's own word that a pool ran out of workers is reported with the
+// line that sets pm.max_children. An ondemand pool of one worker writes it
+// the moment a second request arrives.
+func TestMaxChildrenReachedInTheLog(t *testing.T) {
+	fpm := testbed.StartFPM(t, testbed.FPMConfig{PM: "ondemand", MaxChildren: 1})
+	addr, _ := fcgi.ParseAddr(fpm.Addr)
+	script := filepath.Join(testbed.PHPRoot(t), "sleep.php")
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			var tr outcome.Trace
+			exchange.Do(context.Background(), &exchange.Request{Upstream: addr, Params: []fcgi.Pair{
+				{Name: "SCRIPT_FILENAME", Value: script}, {Name: "QUERY_STRING", Value: "s=0.5"}, {Name: "REQUEST_METHOD", Value: "GET"},
+			}}, &tr)
+		})
+	}
+	wg.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(fpm.ReadErrorLog(), "max_children") {
+		if time.Now().After(deadline) {
+			t.Fatalf("php-fpm did not log that it reached pm.max_children:\n%s", fpm.ReadErrorLog())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r := check(t, &Doctor{Upstream: addr, FPMConf: fpm.ConfigPath})
+	requireFinding(t, r, want{"max_children_reached", SeverityWarning, []string{
+		"Pool www ran out of workers once in the last 7 days", "server reached max_children setting (1)", "pm.max_children = 1 at " + fpm.ConfigPath + ":", "upstream_backlog_full",
+	}})
 }

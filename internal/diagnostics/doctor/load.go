@@ -153,7 +153,7 @@ func (c *checkup) loadFPM() {
 		conf, err = fpm.Discover(nil)
 	}
 	if err != nil {
-		c.notChecked("php-fpm configuration: %v; give it with --fpm", err)
+		c.notChecked("%v; give it with --fpm", err)
 		return
 	}
 	c.fpm = conf

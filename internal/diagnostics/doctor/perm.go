@@ -236,9 +236,7 @@ func (c *checkup) checkPermissions() {
 			f.FPM = append(f.FPM, settingLoc(pool.Listen))
 			f.FPM = append(f.FPM, sp.fromConfig...)
 			f.FPM = compactLocs(f.FPM)
-			group := primaryGroup(id)
-			f.Fix = fmt.Sprintf("In pool %s (%s:%d) set\n    listen.owner = %s\n    listen.group = %s\n    listen.mode = 0660\nthen restart php-fpm (systemctl restart %s).",
-				pool.Name, pool.File, pool.Line, id.name, group, serviceName(c.fpm))
+			f.Fix = socketFix(pool, id) + fmt.Sprintf("\nthen restart php-fpm (systemctl restart %s).", serviceName(c.fpm))
 			if sp.owner != "root" {
 				f.Fix += fmt.Sprintf(" Or let nginx run as the socket's owner: user %s; in %s.", sp.owner, c.ngx.Main)
 			}
@@ -247,6 +245,39 @@ func (c *checkup) checkPermissions() {
 		}
 		c.add(f)
 	}
+}
+
+// socketFix says how to let id connect to pool's socket: each setting
+// that needs a new value is changed on its own line where the pool sets
+// it, or added to the pool where it does not.
+func socketFix(pool *fpm.Pool, id identity) string {
+	want := []struct{ key, value string }{
+		{"listen.owner", id.name},
+		{"listen.group", primaryGroup(id)},
+		{"listen.mode", "0660"},
+	}
+	var change, add []string
+	for _, w := range want {
+		s := pool.Settings[w.key]
+		switch {
+		case !s.IsSet() && w.key == "listen.mode":
+			// php-fpm's default, 0660, lets the group write.
+		case !s.IsSet():
+			add = append(add, fmt.Sprintf("    %s = %s", w.key, w.value))
+		case s.Value != w.value && !(w.key == "listen.mode" && groupWritable(s.Value)):
+			change = append(change, fmt.Sprintf("At %s:%d change\n    %s = %s\nto\n    %s = %s", s.File, s.Line, w.key, s.Raw, w.key, w.value))
+		}
+	}
+	if len(add) > 0 {
+		change = append(change, fmt.Sprintf("In pool %s (%s:%d) add\n%s", pool.Name, pool.File, pool.Line, strings.Join(add, "\n")))
+	}
+	return strings.Join(change, "\n")
+}
+
+// groupWritable reports whether an octal listen.mode lets the group write.
+func groupWritable(mode string) bool {
+	m, err := strconv.ParseUint(mode, 8, 32)
+	return err == nil && m&0o020 != 0
 }
 
 func primaryGroup(id identity) string {

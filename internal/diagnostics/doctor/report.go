@@ -7,11 +7,46 @@ import (
 	"strings"
 )
 
-// WriteJSON writes the report as one indented JSON document, for CI.
+// SchemaVersion is the version of WriteJSON's document. It goes up when a
+// field changes meaning or goes away; new fields keep it.
+const SchemaVersion = 1
+
+// Summary counts what a report holds, for a CI check that reads only it.
+type Summary struct {
+	Errors     int `json:"errors"`
+	Warnings   int `json:"warnings"`
+	Notes      int `json:"notes"`
+	Probes     int `json:"probes"`
+	NotChecked int `json:"not_checked"`
+}
+
+// Summary counts the report's findings by severity, its probes and what
+// it could not check.
+func (r *Report) Summary() Summary {
+	s := Summary{Probes: len(r.Probes), NotChecked: len(r.NotChecked)}
+	for _, f := range r.Findings {
+		switch f.Severity {
+		case SeverityError:
+			s.Errors++
+		case SeverityWarning:
+			s.Warnings++
+		default:
+			s.Notes++
+		}
+	}
+	return s
+}
+
+// WriteJSON writes the report as one indented JSON document, for CI: the
+// schema version and the summary first, then the report's fields.
 func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(r)
+	return enc.Encode(struct {
+		SchemaVersion int     `json:"schema_version"`
+		Summary       Summary `json:"summary"`
+		*Report
+	}{SchemaVersion, r.Summary(), r})
 }
 
 // ANSI colours, used only on a terminal.
@@ -81,9 +116,13 @@ func (r *Report) WriteText(w io.Writer, color bool) error {
 			}
 		}
 	}
-	if len(r.Findings) == 0 {
+	switch {
+	case len(r.Findings) == 0 && len(r.NotChecked) == 0:
 		p.line("")
 		p.line("No problems found.")
+	case len(r.Findings) == 0:
+		p.line("")
+		p.line(fmt.Sprintf("No problems found in what could be checked; %d things could not be (NOT CHECKED, below).", len(r.NotChecked)))
 	}
 	if len(r.Probes) > 0 {
 		p.line("")
@@ -131,12 +170,9 @@ func viaText(v string) string {
 }
 
 func summary(r *Report) string {
-	counts := map[Severity]int{}
-	for _, f := range r.Findings {
-		counts[f.Severity]++
-	}
+	s := r.Summary()
 	return fmt.Sprintf("%d errors, %d warnings, %d notes; %d addresses probed, %d things not checked.",
-		counts[SeverityError], counts[SeverityWarning], counts[SeverityInfo], len(r.Probes), len(r.NotChecked))
+		s.Errors, s.Warnings, s.Notes, s.Probes, s.NotChecked)
 }
 
 func locText(l *Location) string {

@@ -2,8 +2,11 @@ package doctor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -149,6 +152,14 @@ func (c *checkup) probeScripts(ctx context.Context) {
 				continue
 			}
 			params, unknown := c.nginxParams(p, u)
+			if msg := c.scriptAbsent(p, paramValue(params, "SCRIPT_FILENAME")); msg != "" {
+				if !seen[msg] {
+					seen[msg] = true
+					c.notChecked("--probe-script %s: %s", script, msg)
+				}
+				sent++ // answered: nothing more to say about this location
+				continue
+			}
 			for _, t := range c.targets {
 				if !containsPass(t.passes, p) {
 					continue
@@ -169,6 +180,46 @@ func (c *checkup) probeScripts(ctx context.Context) {
 	if sent == 0 {
 		c.notChecked("--probe-script %s: no PHP location that matches it passes to an address that answers", script)
 	}
+}
+
+// scriptAbsent returns why probing file through p would say nothing of
+// php-fpm: the document root exists here but file is not in it, so the
+// request fails before php-fpm could get it right. It returns "" when the
+// file exists, or when the root is not on this file system (php-fpm may
+// have its own, in another container).
+func (c *checkup) scriptAbsent(p *nginxconf.Pass, file string) string {
+	if file == "" || p.Root == "" {
+		return ""
+	}
+	fsys := nginxconf.RootFS(c.d.Root)
+	if fi, err := os.Stat(fsys.Path(p.Root)); err != nil || !fi.IsDir() {
+		return ""
+	}
+	if _, err := os.Stat(fsys.Path(file)); !errors.Is(err, fs.ErrNotExist) {
+		return ""
+	}
+	where := ""
+	if p.RootDir != nil {
+		where = fmt.Sprintf(" (root at %s:%d)", p.RootDir.File, p.RootDir.Line)
+	}
+	answer := `php-fpm would answer 404 "File not found."`
+	if tf := tryFiles(p.Location); tf != nil {
+		answer = fmt.Sprintf("nginx answers 404 itself without asking php-fpm (try_files at %s:%d)", tf.File, tf.Line)
+	}
+	return fmt.Sprintf("%s does not exist in nginx's document root %s%s, so %s. Give a script that exists, such as /index.php", file, p.Root, where, answer)
+}
+
+// tryFiles returns the try_files directive of a location, if it has one.
+func tryFiles(loc *nginxconf.Directive) *nginxconf.Directive {
+	if loc == nil {
+		return nil
+	}
+	for _, d := range loc.Block {
+		if d.Name == "try_files" {
+			return d
+		}
+	}
+	return nil
 }
 
 func containsPass(ps []*nginxconf.Pass, p *nginxconf.Pass) bool {
