@@ -77,7 +77,7 @@ func TestReloadSignalsDropNothingAndReadTheConfigurationAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLog(t, s.fcgiscope, func(m map[string]any) bool {
-		return m["message"] == "read the php-fpm pool configuration" && m["request_terminate_timeout"] == float64(1000) // zerolog writes durations in ms
+		return m["message"] == "read the php-fpm pool configuration" && m["request_terminate_timeout"] == "1s" // durations are logged as Go writes them, with their unit
 	})
 	e := s.getProblem(t, "/sleep.php?s=4", "worker_timeout_killed", 502)
 	if e.problem.Evidence["request_terminate_timeout"] != "1s" {

@@ -279,7 +279,9 @@ func (c *serveConfig) validate() error {
 // newLogger returns the logger the configuration asks for, writing to w.
 func newLogger(format string, level zerolog.Level, w io.Writer) zerolog.Logger {
 	if format == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.DateTime}
+		// Colours only on a terminal: a log redirected to a file or a
+		// pipe must read without escape codes.
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.DateTime, NoColor: !isTerminal(w)}
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger()
 }

@@ -151,7 +151,7 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 			if err := php.Stop(cfg.ShutdownTimeout); err != nil {
 				log.Warn().Err(err).Int("pid", php.Pid).Msg("stopping php-fpm")
 			} else {
-				log.Info().Int("pid", php.Pid).Dur("took", time.Since(start)).Msg("php-fpm stopped")
+				log.Info().Int("pid", php.Pid).Stringer("took", time.Since(start)).Msg("php-fpm stopped")
 			}
 		}()
 		upstream = php.Addr
@@ -235,7 +235,7 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 	ev := log.Info().Str("listen", ln.Addr().String()).Str("url", url).Str("root", gw.DocumentRoot()).
 		Str("upstream", upstream.String()).Bool("try_files", cfg.TryFiles).Str("version", version)
 	if pool != nil {
-		ev = ev.Str("pool", pool.Name).Dur("request_terminate_timeout", pool.RequestTerminateTimeout)
+		ev = ev.Str("pool", pool.Name).Stringer("request_terminate_timeout", pool.RequestTerminateTimeout)
 	}
 	ev.Msg("fcgiscope http is serving; open " + url)
 	if !isLoopback(ln.Addr()) {
@@ -250,7 +250,7 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 		return exitFailure
 	case <-ctx.Done():
 	}
-	log.Info().Str("reason", context.Cause(ctx).Error()).Dur("timeout", cfg.ShutdownTimeout).Msg("stopping: no new connections, waiting for requests in flight")
+	log.Info().Str("reason", context.Cause(ctx).Error()).Stringer("timeout", cfg.ShutdownTimeout).Msg("stopping: no new connections, waiting for requests in flight")
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer scancel()
 	if err := srv.Shutdown(sctx); err != nil {

@@ -62,7 +62,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		poller = &fpm.Poller{Addr: cfg.upstreamAddr, Path: path, Interval: cfg.FPMStatusInterval}
 		go poller.Run(ctx)
 		classifier.Status = poller
-		log.Info().Str("status_path", path).Dur("interval", cfg.FPMStatusInterval).Msg("polling php-fpm's status page")
+		log.Info().Str("status_path", path).Stringer("interval", cfg.FPMStatusInterval).Msg("polling php-fpm's status page")
 	}
 	if pool != nil && pool.Slowlog != "" && fpm.Readable(pool.Slowlog) {
 		slow := &fpm.SlowlogFollower{Path: pool.Slowlog}
@@ -176,7 +176,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		return exitFailure
 	case <-ctx.Done():
 	}
-	log.Info().Str("reason", context.Cause(ctx).Error()).Dur("timeout", cfg.ShutdownTimeout).Msg("stopping: no new connections, waiting for requests in flight")
+	log.Info().Str("reason", context.Cause(ctx).Error()).Stringer("timeout", cfg.ShutdownTimeout).Msg("stopping: no new connections, waiting for requests in flight")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	start := time.Now()
@@ -186,7 +186,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if err := <-served; err != nil && !errors.Is(err, proxy.ErrServerClosed) {
 		log.Warn().Err(err).Msg("listener error during shutdown")
 	}
-	log.Info().Dur("drained_in", time.Since(start)).Msg("stopped")
+	log.Info().Stringer("drained_in", time.Since(start)).Msg("stopped")
 	return exitCodeForContext(ctx)
 }
 
@@ -213,7 +213,7 @@ func loadFPM(cfg *serveConfig, log zerolog.Logger) (*fpm.Config, *fpm.Pool, *fpm
 			Msg("no php-fpm pool in the configuration listens on the upstream address; is FCGISCOPE_UPSTREAM right?")
 		return conf, nil, tail
 	}
-	log.Info().Str("config", conf.Path).Str("pool", pool.Name).Dur("request_terminate_timeout", pool.RequestTerminateTimeout).
+	log.Info().Str("config", conf.Path).Str("pool", pool.Name).Stringer("request_terminate_timeout", pool.RequestTerminateTimeout).
 		Int("pm.max_children", pool.MaxChildren).Msg("read the php-fpm pool configuration")
 	return conf, pool, tail
 }
@@ -304,7 +304,7 @@ func checkKeepAlive(cfg *serveConfig, pool *fpm.Pool, log zerolog.Logger) error 
 		return nil
 	}
 	if pool == nil {
-		log.Warn().Int("upstream_keepalive", cfg.UpstreamKeepAlive).Dur("upstream_keepalive_timeout", cfg.UpstreamKeepAliveTimeout).
+		log.Warn().Int("upstream_keepalive", cfg.UpstreamKeepAlive).Stringer("upstream_keepalive_timeout", cfg.UpstreamKeepAliveTimeout).
 			Msg("keeping php-fpm connections without knowing the pool: keep FCGISCOPE_UPSTREAM_KEEPALIVE below pm.max_children and FCGISCOPE_UPSTREAM_KEEPALIVE_TIMEOUT below request_terminate_timeout and request_slowlog_timeout, or php-fpm kills idle workers as timed out; set FCGISCOPE_FPM_CONFIG to have this checked")
 		return nil
 	}

@@ -189,20 +189,20 @@ func (c *conn) readFailed(err error) {
 	timedOut := errors.Is(err, os.ErrDeadlineExceeded)
 	if q == nil && !c.begun.Load() {
 		if timedOut {
-			c.srv.Log.Info().Uint64("conn", c.id).Dur("params_timeout", c.srv.firstRequestTimeout()).Msg("closing a downstream connection that sent no request (FCGISCOPE_PARAMS_TIMEOUT): a web server sends one as soon as it connects, and idle connections must not use up FCGISCOPE_MAX_CLIENT_CONNS")
+			c.srv.Log.Info().Uint64("conn", c.id).Stringer("params_timeout", c.srv.firstRequestTimeout()).Msg("closing a downstream connection that sent no request (FCGISCOPE_PARAMS_TIMEOUT): a web server sends one as soon as it connects, and idle connections must not use up FCGISCOPE_MAX_CLIENT_CONNS")
 		}
 		q.finishStdinSide()
 		return
 	}
 	if q == nil || q.stdinDone && q.responseDone() {
 		if timedOut && c.srv.IdleTimeout > 0 {
-			c.srv.Log.Info().Uint64("conn", c.id).Dur("idle_timeout", c.srv.IdleTimeout).Msg("closing a downstream connection that started no request within the idle timeout (FCGISCOPE_IDLE_TIMEOUT)")
+			c.srv.Log.Info().Uint64("conn", c.id).Stringer("idle_timeout", c.srv.IdleTimeout).Msg("closing a downstream connection that started no request within the idle timeout (FCGISCOPE_IDLE_TIMEOUT)")
 		}
 		q.finishStdinSide()
 		return
 	}
 	if timedOut && q.trace.ParamsDone.IsZero() && c.srv.ParamsTimeout > 0 {
-		c.srv.Log.Warn().Uint64("conn", c.id).Dur("params_timeout", c.srv.ParamsTimeout).Msg("the web server did not send a whole request head within the params timeout (FCGISCOPE_PARAMS_TIMEOUT); closing the connection")
+		c.srv.Log.Warn().Uint64("conn", c.id).Stringer("params_timeout", c.srv.ParamsTimeout).Msg("the web server did not send a whole request head within the params timeout (FCGISCOPE_PARAMS_TIMEOUT); closing the connection")
 		q.abandon(&outcome.ParamsTimeoutError{Timeout: c.srv.ParamsTimeout})
 		q.finishStdinSide()
 		return

@@ -249,7 +249,7 @@ func (s *Server) Serve(ln net.Listener) error {
 				// Out of file descriptors and the like: wait rather
 				// than spin, as net/http does.
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.Log.Error().Err(err).Dur("retry_in", backoff).Msg("accepting a connection failed")
+				s.Log.Error().Err(err).Stringer("retry_in", backoff).Msg("accepting a connection failed")
 				time.Sleep(backoff)
 				continue
 			}
