@@ -222,7 +222,7 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 
 	ln, err := net.Listen(cfg.listenAddr.Network, cfg.listenAddr.Address)
 	if err != nil {
-		log.Error().Err(err).Str("listen", cfg.Listen).Msg("cannot listen")
+		log.Error().Err(err).Str("listen", cfg.Listen).Msg(listenProblem(err, cfg.listenAddr, "FCGISCOPE_LISTEN"))
 		return exitFailure
 	}
 	srv := &http.Server{

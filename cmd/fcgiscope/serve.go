@@ -127,7 +127,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if ln != nil {
 		listenDesc = ln.Addr().String() + " (inherited through LISTEN_FDS)"
 	} else if ln, err = proxy.Listen(cfg.listenAddr, cfg.listenMode); err != nil {
-		log.Error().Err(err).Msg("cannot start")
+		log.Error().Err(err).Msg(listenProblem(err, cfg.listenAddr, "FCGISCOPE_LISTEN"))
 		return exitFailure
 	}
 	if cfg.AdminListen != "" {
@@ -137,7 +137,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		adminLn, err := net.Listen("tcp", cfg.AdminListen)
 		if err != nil {
 			ln.Close()
-			log.Error().Err(err).Msg("cannot start the admin endpoint; set FCGISCOPE_ADMIN_LISTEN to a free address, or to nothing to turn it off")
+			log.Error().Err(err).Msg(listenProblem(err, fcgi.Addr{Network: "tcp", Address: cfg.AdminListen}, "FCGISCOPE_ADMIN_LISTEN") + " (empty turns the admin endpoint off)")
 			return exitFailure
 		}
 		admin := &web.Handler{

@@ -2,6 +2,8 @@ package diagnostics
 
 import (
 	"context"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,15 +56,56 @@ func (f *Finder) Responders() []hostprobe.Responder {
 	cands, _ := hostprobe.Listening()
 	// A new slice: callers may still hold the last one.
 	f.cached = nil
+	var temporary []hostprobe.Responder
 	for _, r := range hostprobe.FindFastCGI(ctx, cands, f.Exclude...) {
 		// Another fcgiscope answers FastCGI too, but is no php-fpm to
-		// send requests to.
-		if _, relay := r.Values[fcgi.ValueRelayUpstream]; !relay {
-			f.cached = append(f.cached, r)
+		// send requests to; nor is a FastCGI server of another kind.
+		if _, relay := r.Values[fcgi.ValueRelayUpstream]; relay || !maybePHP(r.Addr) {
+			continue
 		}
+		// A socket in a temporary directory is some program's private
+		// pool (fcgiscope http --fpm auto, a test): named only when
+		// nothing else answers.
+		if inTempDir(r.Addr) {
+			temporary = append(temporary, r)
+			continue
+		}
+		f.cached = append(f.cached, r)
+	}
+	if len(f.cached) == 0 {
+		f.cached = temporary[:min(len(temporary), maxTemporary)]
 	}
 	f.at = time.Now()
 	return f.cached
+}
+
+// maxTemporary bounds the private pools Responders returns when nothing
+// else answers: each becomes a line of advice, and more than a few is a
+// list nobody reads.
+const maxTemporary = 3
+
+// maybePHP reports whether the process listening on a is php-fpm, or
+// cannot be seen (another container, no permission): anything else that
+// speaks FastCGI is no php-fpm to point at.
+func maybePHP(a fcgi.Addr) bool {
+	h, err := hostprobe.ListenerHolder(a)
+	if err != nil {
+		return true
+	}
+	return strings.Contains(h.Name, "php") || strings.Contains(h.Cmdline, "php")
+}
+
+// inTempDir reports whether a is a unix socket in a temporary directory.
+func inTempDir(a fcgi.Addr) bool {
+	if a.Network != "unix" {
+		return false
+	}
+	for _, dir := range []string{os.TempDir(), "/tmp", "/var/tmp", "/dev/shm"} {
+		if strings.HasPrefix(a.Address, strings.TrimSuffix(dir, "/")+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // Nearby returns the FastCGI servers among the unix sockets near path.

@@ -55,7 +55,7 @@ func removeStaleSocket(path string) error {
 	conn, err := net.DialTimeout("unix", path, time.Second)
 	if err == nil {
 		conn.Close()
-		return fmt.Errorf("cannot listen on %s: another process is accepting connections on it; stop it or choose another path", path)
+		return fmt.Errorf("listening on unix:%s: %w: another process accepts connections on it", path, syscall.EADDRINUSE)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("cannot tell whether %s is in use: %w", path, err)
