@@ -330,18 +330,26 @@ func TestExchangeAppAnswersBeforeReadingBody(t *testing.T) {
 // blockedBody is a request body whose Read waits until it is stopped, like
 // a client that stops sending its upload.
 type blockedBody struct {
+	reading chan struct{} // closed when Read begins
 	stop    chan struct{}
 	stopped atomic.Bool
 }
 
 func (b *blockedBody) Read(p []byte) (int, error) {
+	close(b.reading)
 	<-b.stop
 	return 0, os.ErrDeadlineExceeded
 }
 
 func TestExchangeStopsABodyReadThatWaits(t *testing.T) {
-	addr := fcgitest.Serve(t, answerAfterParams("Status: 413\r\n\r\n"))
-	body := &blockedBody{stop: make(chan struct{})}
+	body := &blockedBody{reading: make(chan struct{}), stop: make(chan struct{})}
+	answer := answerAfterParams("Status: 413\r\n\r\n")
+	// The application answers once the body's Read waits: answering
+	// before it began would leave nothing to stop.
+	addr := fcgitest.Serve(t, func(conn net.Conn) {
+		<-body.reading
+		answer(conn)
+	})
 	tr, _ := do(context.Background(), &exchange.Request{Upstream: addr, Body: body, StopBody: func() {
 		body.stopped.Store(true)
 		close(body.stop)
