@@ -118,7 +118,7 @@ func unseenReason(inodes []uint64, denied int) string {
 func listenerInodes(addr fcgi.Addr) ([]uint64, error) {
 	switch addr.Network {
 	case "unix":
-		socks, err := readSockets(procNetUnix, parseUnixInodes)
+		socks, err := readProc(procNetUnix, parseUnixInodes)
 		inodes := matchUnix(socks, addr.Address)
 		if len(inodes) == 0 && err != nil {
 			return nil, err
@@ -132,7 +132,7 @@ func listenerInodes(addr fcgi.Addr) ([]uint64, error) {
 		var socks []procSocket
 		var errs []error
 		for _, name := range []string{procNetTCP, procNetTCP6} {
-			s, err := readSockets(name, func(r io.Reader) ([]procSocket, error) {
+			s, err := readProc(name, func(r io.Reader) ([]procSocket, error) {
 				return parseTCPInodes(r, binary.NativeEndian)
 			})
 			if err != nil && !(name == procNetTCP6 && errors.Is(err, fs.ErrNotExist)) {
@@ -185,20 +185,6 @@ type procSocket struct {
 	path  string
 }
 
-// readSockets opens the /proc file name and parses it with parse.
-func readSockets(name string, parse func(io.Reader) ([]procSocket, error)) ([]procSocket, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, fmt.Errorf("hostprobe: %w", err)
-	}
-	defer f.Close()
-	socks, err := parse(f)
-	if err != nil {
-		return socks, fmt.Errorf("hostprobe: reading %s: %w", name, err)
-	}
-	return socks, nil
-}
-
 // parseUnixInodes reads the text of /proc/net/unix (see parseUnix) and
 // returns the listening sockets that have a path, of any type, with their
 // inodes, in file order. Unlike parseUnix it keeps abstract ("@name") and
@@ -207,16 +193,7 @@ func parseUnixInodes(r io.Reader) ([]procSocket, error) {
 	var socks []procSocket
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
-		var fields [7]string
-		rest := sc.Text()
-		for i := range fields {
-			rest = strings.TrimLeft(rest, " ")
-			end := strings.IndexByte(rest, ' ')
-			if end < 0 {
-				end = len(rest)
-			}
-			fields[i], rest = rest[:end], rest[end:]
-		}
+		fields, rest := unixFields(sc.Text())
 		if !strings.HasSuffix(fields[0], ":") {
 			continue // the header line, or garbage
 		}

@@ -67,17 +67,18 @@ func Listening() ([]fcgi.Addr, error) {
 	return sortAddrs(all), errors.Join(errs...)
 }
 
-func readProc(name string, parse func(io.Reader) ([]fcgi.Addr, error)) ([]fcgi.Addr, error) {
+// readProc opens the /proc file name and parses it with parse.
+func readProc[T any](name string, parse func(io.Reader) ([]T, error)) ([]T, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		return nil, fmt.Errorf("hostprobe: %w", err)
 	}
 	defer f.Close()
-	addrs, err := parse(f)
+	items, err := parse(f)
 	if err != nil {
-		return addrs, fmt.Errorf("hostprobe: reading %s: %w", name, err)
+		return items, fmt.Errorf("hostprobe: reading %s: %w", name, err)
 	}
-	return addrs, nil
+	return items, nil
 }
 
 // Fields of /proc/net/unix, as net/unix/af_unix.c prints them.
@@ -99,17 +100,7 @@ func parseUnix(r io.Reader) ([]fcgi.Addr, error) {
 	var addrs []fcgi.Addr
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
-		line := sc.Text()
-		var fields [7]string
-		rest := line
-		for i := range fields {
-			rest = strings.TrimLeft(rest, " ")
-			end := strings.IndexByte(rest, ' ')
-			if end < 0 {
-				end = len(rest)
-			}
-			fields[i], rest = rest[:end], rest[end:]
-		}
+		fields, rest := unixFields(sc.Text())
 		if !strings.HasSuffix(fields[0], ":") {
 			continue // the header line, or garbage
 		}
@@ -127,6 +118,21 @@ func parseUnix(r io.Reader) ([]fcgi.Addr, error) {
 	return addrs, sc.Err()
 }
 
+// unixFields splits a line of /proc/net/unix into its seven numeric fields
+// and the rest, the path with its leading space.
+func unixFields(line string) (fields [7]string, rest string) {
+	rest = line
+	for i := range fields {
+		rest = strings.TrimLeft(rest, " ")
+		end := strings.IndexByte(rest, ' ')
+		if end < 0 {
+			end = len(rest)
+		}
+		fields[i], rest = rest[:end], rest[end:]
+	}
+	return fields, rest
+}
+
 // tcpListen is the TCP_LISTEN state as /proc/net/tcp prints it.
 const tcpListen = "0A"
 
@@ -141,17 +147,10 @@ const tcpListen = "0A"
 // that wrote it (order; binary.NativeEndian for this host's files), the port
 // as a big-endian number. Lines that do not parse are skipped.
 func parseTCP(r io.Reader, order binary.ByteOrder) ([]fcgi.Addr, error) {
+	socks, err := parseTCPInodes(r, order)
 	var addrs []fcgi.Addr
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 4 || !strings.HasSuffix(f[0], ":") || f[3] != tcpListen {
-			continue
-		}
-		ap, ok := parseProcAddr(f[1], order)
-		if !ok {
-			continue
-		}
+	for _, s := range socks {
+		ap := s.addr
 		ip := ap.Addr().Unmap()
 		switch {
 		case ip.IsUnspecified() && ip.Is4():
@@ -164,7 +163,7 @@ func parseTCP(r io.Reader, order binary.ByteOrder) ([]fcgi.Addr, error) {
 		}
 		addrs = append(addrs, fcgi.Addr{Network: "tcp", Address: netip.AddrPortFrom(ip, ap.Port()).String()})
 	}
-	return addrs, sc.Err()
+	return addrs, err
 }
 
 // parseProcAddr decodes "0100007F:2328" (8 or 32 hex digits of address).
