@@ -54,54 +54,66 @@ func (f *Finder) Responders() []hostprobe.Responder {
 	defer cancel()
 	// A partial list is still worth probing.
 	cands, _ := hostprobe.Listening()
-	// A new slice: callers may still hold the last one.
-	f.cached = nil
-	var temporary []hostprobe.Responder
+	var found []namedResponder
 	for _, r := range hostprobe.FindFastCGI(ctx, cands, f.Exclude...) {
 		// Another fcgiscope answers FastCGI too, but is no php-fpm to
-		// send requests to; nor is a FastCGI server of another kind.
-		if _, relay := r.Values[fcgi.ValueRelayUpstream]; relay || !maybePHP(r.Addr) {
+		// send requests to.
+		if _, relay := r.Values[fcgi.ValueRelayUpstream]; relay {
 			continue
 		}
-		// A socket in a temporary directory is some program's private
-		// pool (fcgiscope http --fpm auto, a test): named only when
-		// nothing else answers.
-		if inTempDir(r.Addr) {
-			temporary = append(temporary, r)
-			continue
-		}
-		f.cached = append(f.cached, r)
+		h, err := hostprobe.ListenerHolder(r.Addr)
+		found = append(found, namedResponder{r, h, err == nil})
 	}
-	if len(f.cached) == 0 {
-		f.cached = temporary[:min(len(temporary), maxTemporary)]
-	}
+	f.cached = worthNaming(found)
 	f.at = time.Now()
 	return f.cached
 }
 
-// maxTemporary bounds the private pools Responders returns when nothing
-// else answers: each becomes a line of advice, and more than a few is a
-// list nobody reads.
-const maxTemporary = 3
-
-// maybePHP reports whether the process listening on a is php-fpm, or
-// cannot be seen (another container, no permission): anything else that
-// speaks FastCGI is no php-fpm to point at.
-func maybePHP(a fcgi.Addr) bool {
-	h, err := hostprobe.ListenerHolder(a)
-	if err != nil {
-		return true
-	}
-	return strings.Contains(h.Name, "php") || strings.Contains(h.Cmdline, "php")
+// namedResponder is a FastCGI server and, when it could be seen, the
+// process that listens for it.
+type namedResponder struct {
+	hostprobe.Responder
+	holder hostprobe.Holder
+	seen   bool
 }
 
-// inTempDir reports whether a is a unix socket in a temporary directory.
-func inTempDir(a fcgi.Addr) bool {
-	if a.Network != "unix" {
-		return false
+// worthNaming returns the servers a hint may point at: php-fpm, or a server
+// whose process cannot be seen (another container, no permission), but not
+// other programs that speak FastCGI. A private pool, one whose php-fpm.conf
+// (or socket) lives in a temporary directory, is what fcgiscope http --fpm
+// auto or a test suite starts for itself: such pools are named only when no
+// other php-fpm answers.
+func worthNaming(found []namedResponder) []hostprobe.Responder {
+	var shared, private []hostprobe.Responder
+	for _, r := range found {
+		switch {
+		case r.seen && !strings.Contains(r.holder.Name, "php") && !strings.Contains(r.holder.Cmdline, "php"):
+		case isPrivatePool(r):
+			private = append(private, r.Responder)
+		default:
+			shared = append(shared, r.Responder)
+		}
 	}
+	if len(shared) > 0 {
+		return shared
+	}
+	return private
+}
+
+// isPrivatePool reports whether r's configuration, as php-fpm's master
+// names it in its title ("php-fpm: master process (/tmp/x/php-fpm.conf)"),
+// or else its socket, is in a temporary directory.
+func isPrivatePool(r namedResponder) bool {
+	if _, conf, ok := strings.Cut(r.holder.Cmdline, "master process ("); ok {
+		return inTempDir(strings.TrimSuffix(conf, ")"))
+	}
+	return r.Addr.Network == "unix" && inTempDir(r.Addr.Address)
+}
+
+// inTempDir reports whether path is in a temporary directory.
+func inTempDir(path string) bool {
 	for _, dir := range []string{os.TempDir(), "/tmp", "/var/tmp", "/dev/shm"} {
-		if strings.HasPrefix(a.Address, strings.TrimSuffix(dir, "/")+"/") {
+		if strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/") {
 			return true
 		}
 	}
