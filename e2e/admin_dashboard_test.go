@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/web"
 	"github.com/fcgiscope/fcgiscope/internal/testbed"
 )
 
@@ -155,6 +157,15 @@ func TestAdminDashboardShowsAKilledWorkerLive(t *testing.T) {
 	}
 	if !strings.Contains(evidence, "SIGKILL") || !strings.Contains(evidence, "exited on signal 9") {
 		t.Errorf("evidence: %q", evidence)
+	}
+	// The command that sends it again, to copy, by the request id.
+	replayCmd, _ := chromedp.Run(browser, chromedp.Text(chromedp.CSS("#drawer pre.replay")))
+	_, body := fetch(t, s.adminURL+"/api/requests/"+id)
+	var q web.RequestDetail
+	json.Unmarshal(body, &q)
+	rid := q.RequestID
+	if want := "fcgiscope request --replay " + rid + " --admin " + strings.TrimPrefix(s.adminURL, "http://"); rid == "" || replayCmd != want {
+		t.Errorf("the replay command shown is %q, want %q", replayCmd, want)
 	}
 	// The drawer is fixed to the window: a shot of the window shows it
 	// as a person sees it.

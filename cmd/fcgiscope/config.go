@@ -33,6 +33,7 @@ type serveConfig struct {
 	ConnectTimeout           time.Duration `env:"FCGISCOPE_CONNECT_TIMEOUT" envDefault:"3s" help:"how long to wait for php-fpm to accept a connection"`
 	ReadTimeout              time.Duration `env:"FCGISCOPE_READ_TIMEOUT" envDefault:"0s" help:"fail a request when php-fpm sends nothing for this long; 0 turns it off"`
 	HoldBytes                int           `env:"FCGISCOPE_HOLD_BYTES" envDefault:"65536" help:"response bytes held back so that a dying worker's response can still be replaced; 0 streams at once"`
+	ReplayBodyBytes          int           `env:"FCGISCOPE_REPLAY_BODY_BYTES" envDefault:"0" help:"keep the body of a failed request, when it is at most this many bytes, for fcgiscope request --replay (secret-looking form and JSON fields are replaced); 0 keeps no body"`
 	MaxConns                 int           `env:"FCGISCOPE_MAX_CONNS" envDefault:"0" help:"requests in flight to php-fpm at most; more wait in line. 0 means the pool's pm.max_children when known, else no limit"`
 	QueueTimeout             string        `env:"FCGISCOPE_QUEUE_TIMEOUT" envDefault:"auto" help:"how long a request may wait for a free slot or for a restarting php-fpm before a 503; auto waits as long as nginx does (its fastcgi_read_timeout), 0 fails at once"`
 	UpstreamKeepAlive        int           `env:"FCGISCOPE_UPSTREAM_KEEPALIVE" envDefault:"0" help:"idle php-fpm connections kept open for the next bodyless GET, HEAD or OPTIONS, as nginx's keepalive; each holds a worker, so keep it below pm.max_children. 0 opens a connection per request"`

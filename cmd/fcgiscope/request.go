@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,17 +15,26 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/fcgiscope/fcgiscope/internal/cliflag"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
 	"github.com/fcgiscope/fcgiscope/internal/diagnostics/fpm"
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics/web"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
 const requestUsage = `Usage: fcgiscope request [flags] /script.php?query
+       fcgiscope request --replay ID [--upstream ADDR] [-H ...] [--param ...]
 
 Sends one FastCGI request to php-fpm, the way nginx would, and prints the
 response headers and body to stdout. php-fpm's FastCGI stderr and the timings
 go to stderr. When the request fails, it says why, in the words the sidecar
 uses (cause id, detail, hints).
+
+With --replay it sends again a request that failed through fcgiscope serve:
+ID is the request id on the error page, in the log line or on the
+dashboard. The params php-fpm got come from serve's admin endpoint, without
+cookies, Authorization or secret-looking values; the new outcome is printed
+beside the first one.
 
 Exit status: 0 when php-fpm completed the response (whatever its HTTP
 status), 1 when the request failed, 2 for a usage error.
@@ -41,11 +52,45 @@ type requestOptions struct {
 	bodyFile string
 	params   []fcgi.Pair
 	root     string
-	timeout  time.Duration
-	target   *url.URL
+	// rootGiven is false when root is the current directory by default;
+	// upstreamGiven is true when --upstream was.
+	rootGiven, upstreamGiven bool
+	timeout                  time.Duration
+	// replay is the id of the recorded request to send again, from the
+	// admin endpoint at admin.
+	replay, admin string
+	target        *url.URL
 }
 
 type requestHeader struct{ name, value string }
+
+// curlHabits answers the curl flags people type out of habit.
+var curlHabits = map[string]string{
+	"i":           "the response head is always printed, on stdout before the body; drop -i",
+	"include":     "the response head is always printed, on stdout before the body; drop --include",
+	"v":           "php-fpm's stderr and the timings always go to stderr; drop -v",
+	"verbose":     "php-fpm's stderr and the timings always go to stderr; drop --verbose",
+	"s":           "drop -s; send stderr elsewhere with 2>/dev/null",
+	"silent":      "drop --silent; send stderr elsewhere with 2>/dev/null",
+	"data":        "write the body with -d, as in -d 'a=1' or -d @body.json",
+	"data-raw":    "write the body with -d, as in -d 'a=1' or -d @body.json",
+	"data-binary": "write the body with -d, as in -d @body.bin",
+	"json":        "write the body with -d @body.json and -H 'Content-Type: application/json'",
+	"F":           "multipart forms are not built; send a prepared body with -d @file and its -H 'Content-Type: multipart/form-data; boundary=...'",
+	"form":        "multipart forms are not built; send a prepared body with -d @file and its -H 'Content-Type: multipart/form-data; boundary=...'",
+	"header":      "write headers with -H 'Name: value'",
+	"request":     "write the method with -X, as in -X PUT",
+	"o":           "the body goes to stdout; redirect it, as in > page.html",
+	"output":      "the body goes to stdout; redirect it, as in > page.html",
+	"L":           "one FastCGI request is sent; a redirect is printed, not followed",
+	"location":    "one FastCGI request is sent; a redirect is printed, not followed",
+	"k":           "there is no TLS between fcgiscope and php-fpm; an https:// URL only sets HTTPS=on",
+	"insecure":    "there is no TLS between fcgiscope and php-fpm; an https:// URL only sets HTTPS=on",
+	"u":           "send credentials as a header, as in -H 'Authorization: Basic ...'",
+	"user":        "send credentials as a header, as in -H 'Authorization: Basic ...'",
+	"b":           "send cookies as a header, as in -H 'Cookie: a=1'",
+	"cookie":      "send cookies as a header, as in -H 'Cookie: a=1'",
+}
 
 // usageError is a command line the command cannot run.
 type usageError struct{ msg string }
@@ -66,10 +111,28 @@ func requestMain(ctx context.Context, args []string, stdout, stderr io.Writer) i
 			return exitOK
 		}
 		fmt.Fprintf(stderr, "fcgiscope request: %v\n", err)
-		fmt.Fprintln(stderr, "Run 'fcgiscope request -h' for the flags.")
+		if ce := (*cliflag.Error)(nil); !errors.As(err, &ce) {
+			fmt.Fprintln(stderr, "Run 'fcgiscope request -h' for the flags.")
+		}
 		return exitUsage
 	}
-	params, body, closeBody, err := opts.build(stderr)
+	var rp *web.Replay
+	var params []fcgi.Pair
+	var body io.Reader
+	var closeBody func()
+	if opts.replay != "" {
+		if rp, err = fetchReplay(ctx, opts.admin, opts.replay); err == nil {
+			opts.upstream, err = opts.replayTarget(rp)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "fcgiscope request: %v\n", err)
+			return exitFailure
+		}
+		fmt.Fprintf(stderr, "fcgiscope request: replaying request %s, %s %s, to %s\n", rp.RequestID, rp.Method, rp.URI, opts.upstream)
+		params, body, closeBody, err = opts.replayParams(rp, stderr)
+	} else {
+		params, body, closeBody, err = opts.build(stderr)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "fcgiscope request: %v\n", err)
 		return exitUsage
@@ -105,8 +168,15 @@ func requestMain(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		// PHP's limits come from php.ini and the pool, with their
 		// file:line.
 		c := &diagnostics.Classifier{Pool: pool, PHPIni: loadPHPIni(ctx, conf, os.Getenv("FCGISCOPE_PHP_INI"), zerolog.Nop())}
-		if d := c.Diagnose(t); d != nil {
+		d := c.Diagnose(t)
+		if d != nil {
+			if d.Cause == diagnostics.CauseScriptNotFound && rp == nil {
+				d.Hints = opts.scriptHints(t.Script)
+			}
 			printDiagnosis(stderr, d)
+		}
+		if rp != nil {
+			fmt.Fprintln(stderr, compareLine(rp, t, d))
 		}
 		return exitOK
 	}
@@ -120,21 +190,22 @@ func requestMain(ctx context.Context, args []string, stdout, stderr io.Writer) i
 			"FCGISCOPE_READ_TIMEOUT":    "--timeout",
 			"FCGISCOPE_CONNECT_TIMEOUT": "--timeout",
 		}}
-	printDiagnosis(stderr, classifier.Diagnose(t))
+	d := classifier.Diagnose(t)
+	printDiagnosis(stderr, d)
+	if rp != nil {
+		fmt.Fprintln(stderr, compareLine(rp, t, d))
+	}
 	return exitFailure
 }
 
 func parseRequestArgs(args []string, stderr io.Writer) (*requestOptions, error) {
 	fs := flag.NewFlagSet("request", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	upstream := os.Getenv("FCGISCOPE_UPSTREAM")
-	if upstream == "" {
-		upstream = "127.0.0.1:9000"
-	}
+	var upstream string
 	var headers, params repeated
 	var data string
 	dataSet := false
-	fs.StringVar(&upstream, "upstream", upstream, "php-fpm address: 127.0.0.1:9000 or unix:/run/php/php8.2-fpm.sock (default: FCGISCOPE_UPSTREAM, else 127.0.0.1:9000)")
+	fs.StringVar(&upstream, "upstream", "", "php-fpm address, host:port or unix:/run/php/php8.2-fpm.sock (default: FCGISCOPE_UPSTREAM, else 127.0.0.1:9000)")
 	method := fs.String("X", "", "request method (default GET, or POST with -d)")
 	fs.Var(&headers, "H", "request header 'Name: value', sent as HTTP_NAME; repeatable")
 	fs.Func("d", "request body, or @file to send a file's content", func(v string) error {
@@ -142,7 +213,9 @@ func parseRequestArgs(args []string, stderr io.Writer) (*requestOptions, error) 
 		return nil
 	})
 	fs.Var(&params, "param", "FastCGI param K=V, sent as given and overriding the built ones; repeatable")
-	root := fs.String("root", "", "document root SCRIPT_FILENAME is built from (default: the current directory)")
+	root := fs.String("root", "", "document root, as php-fpm sees it, that SCRIPT_FILENAME is built from (default: the current directory)")
+	replay := fs.String("replay", "", "send again the request with this id (from the error page, the log line or the dashboard), as fcgiscope serve recorded it")
+	admin := fs.String("admin", "", "address of fcgiscope serve's admin endpoint, for --replay (default: FCGISCOPE_ADMIN_LISTEN, else "+defaultAdmin+")")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up when connecting, or waiting for php-fpm to send anything, takes longer than this")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, requestUsage)
@@ -152,7 +225,7 @@ func parseRequestArgs(args []string, stderr io.Writer) (*requestOptions, error) 
 	// Flags may come after the URL too, as with curl.
 	var positional []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := cliflag.Parse(fs, args, cliflag.Options{Help: "'fcgiscope request -h' lists the flags", Aliases: curlHabits}); err != nil {
 			return nil, err
 		}
 		args = fs.Args()
@@ -162,13 +235,18 @@ func parseRequestArgs(args []string, stderr io.Writer) (*requestOptions, error) 
 		positional = append(positional, args[0])
 		args = args[1:]
 	}
-	if len(positional) != 1 {
+	if *replay != "" {
+		if len(positional) > 0 || *root != "" || *method != "" {
+			return nil, &usageError{"--replay sends the recorded request as it was: it takes no script URL, --root or -X (change params with -H and --param)"}
+		}
+	} else if len(positional) != 1 {
 		return nil, &usageError{fmt.Sprintf("want exactly one script URL such as /index.php?x=1, got %d arguments %q", len(positional), positional)}
 	}
 
-	opts := &requestOptions{method: strings.ToUpper(*method), timeout: *timeout}
+	opts := &requestOptions{method: strings.ToUpper(*method), timeout: *timeout, rootGiven: *root != "", upstreamGiven: upstream != "",
+		replay: *replay, admin: cmp.Or(*admin, os.Getenv("FCGISCOPE_ADMIN_LISTEN"), defaultAdmin)}
 	var err error
-	if opts.upstream, err = fcgi.ParseAddr(upstream); err != nil {
+	if opts.upstream, err = fcgi.ParseAddr(cmp.Or(upstream, os.Getenv("FCGISCOPE_UPSTREAM"), "127.0.0.1:9000")); err != nil {
 		return nil, &usageError{"--upstream: " + err.Error()}
 	}
 	if opts.timeout <= 0 {
@@ -211,10 +289,23 @@ func parseRequestArgs(args []string, stderr io.Writer) (*requestOptions, error) 
 	if opts.root, err = filepath.Abs(*root); err != nil {
 		return nil, &usageError{"--root: " + err.Error()}
 	}
+	if opts.replay != "" {
+		return opts, nil
+	}
 	if opts.target, err = parseTarget(positional[0]); err != nil {
 		return nil, err
 	}
 	return opts, nil
+}
+
+// scriptHints replace the advice about nginx's fastcgi_param for a script
+// php-fpm did not find: here SCRIPT_FILENAME came from --root, or from the
+// current directory without it.
+func (o *requestOptions) scriptHints(script string) []string {
+	if !o.rootGiven {
+		return []string{fmt.Sprintf("SCRIPT_FILENAME %s was built from the current directory, since no --root was given: give the document root as php-fpm sees it, as in --root /var/www/html (nginx's root directive names it).", script)}
+	}
+	return []string{fmt.Sprintf("SCRIPT_FILENAME %s is --root %s followed by the path: check that php-fpm sees the file there (a container of its own mounts the application elsewhere).", script, o.root)}
 }
 
 // parseTarget reads the script URL: a path with an optional query, or a

@@ -25,24 +25,9 @@ import (
 // build returns the request php-fpm gets: the params nginx would send with
 // Debian's fastcgi.conf, built as fcgiscope http builds them, and the body.
 func (o *requestOptions) build(stderr io.Writer) ([]fcgi.Pair, io.Reader, func(), error) {
-	var body io.Reader
-	closeBody := func() {}
-	length := int64(0)
-	switch {
-	case o.body != nil:
-		body = strings.NewReader(*o.body)
-		length = int64(len(*o.body))
-	case o.bodyFile != "":
-		f, err := os.Open(o.bodyFile)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("-d @%s: %w", o.bodyFile, err)
-		}
-		fi, err := f.Stat()
-		if err != nil || !fi.Mode().IsRegular() {
-			f.Close()
-			return nil, nil, nil, fmt.Errorf("-d @%s: not a regular file", o.bodyFile)
-		}
-		body, length, closeBody = f, fi.Size(), func() { f.Close() }
+	body, length, closeBody, err := o.openBody()
+	if err != nil {
+		return nil, nil, nil, err
 	}
 
 	u := o.target
@@ -99,6 +84,27 @@ func (o *requestOptions) build(stderr io.Writer) ([]fcgi.Pair, io.Reader, func()
 		params[p.Name] = p.Value
 	}
 	return cgienv.Pairs(params), body, closeBody, nil
+}
+
+// openBody returns the body -d gives, its length and how to close it; a
+// nil body when -d was not given.
+func (o *requestOptions) openBody() (io.Reader, int64, func(), error) {
+	switch {
+	case o.body != nil:
+		return strings.NewReader(*o.body), int64(len(*o.body)), func() {}, nil
+	case o.bodyFile != "":
+		f, err := os.Open(o.bodyFile)
+		if err != nil {
+			return nil, 0, nil, fmt.Errorf("-d @%s: %w", o.bodyFile, err)
+		}
+		fi, err := f.Stat()
+		if err != nil || !fi.Mode().IsRegular() {
+			f.Close()
+			return nil, 0, nil, fmt.Errorf("-d @%s: not a regular file", o.bodyFile)
+		}
+		return f, fi.Size(), func() { f.Close() }, nil
+	}
+	return nil, 0, func() {}, nil
 }
 
 func hostHeader(u *url.URL) string {

@@ -112,6 +112,23 @@ func TestRequestAgainstPHPFPM(t *testing.T) {
 		}
 	})
 
+	t.Run("missing script without --root", func(t *testing.T) {
+		// The script is looked for in the current directory: the advice
+		// is about --root, not about an nginx that is not involved.
+		cwd, _ := os.Getwd()
+		code, _, errOut := runRequest(t, "--upstream", fpm.Addr, "/hello.php")
+		if code != exitOK || !strings.Contains(errOut, "fcgiscope: script_not_found (404): ") {
+			t.Fatalf("exit %d, want 0 and script_not_found", code)
+		}
+		want := "hint: SCRIPT_FILENAME " + cwd + "/hello.php was built from the current directory, since no --root was given: give the document root as php-fpm sees it"
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q", want)
+		}
+		if strings.Contains(errOut, "fastcgi_param") || strings.Contains(errOut, "try_files") {
+			t.Errorf("the advice is about nginx, which is not involved")
+		}
+	})
+
 	t.Run("worker dies mid-request", func(t *testing.T) {
 		code, _, errOut := runRequest(t, "--upstream", fpm.Addr, "--root", root, "/crash.php?sig=9")
 		if code != exitFailure {

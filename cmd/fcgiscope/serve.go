@@ -102,6 +102,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		ConnectTimeout:           cfg.ConnectTimeout,
 		ReadTimeout:              cfg.ReadTimeout,
 		HoldBytes:                cfg.HoldBytes,
+		ReplayBodyBytes:          cfg.ReplayBodyBytes,
 		MaxParamsBytes:           cfg.MaxParamsBytes,
 		MaxHeaderBytes:           cfg.MaxHeaderBytes,
 		IdleTimeout:              cfg.IdleTimeout,

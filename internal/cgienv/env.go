@@ -89,11 +89,11 @@ func fix(s Script, o Options) gofast.Middleware {
 				if !strings.Contains(name, "_") {
 					continue
 				}
-				key := cgiHeaderName(name)
+				key := HeaderParam(name)
 				delete(p, key)
 				// A dashed header with the same CGI name keeps its value.
 				for other, values := range r.Header {
-					if !strings.Contains(other, "_") && cgiHeaderName(other) == key {
+					if !strings.Contains(other, "_") && HeaderParam(other) == key {
 						p[key] = strings.Join(values, ",")
 					}
 				}
@@ -145,8 +145,9 @@ func fix(s Script, o Options) gofast.Middleware {
 	}
 }
 
-// cgiHeaderName is MapHeader's name for a header: X-Foo is HTTP_X_FOO.
-func cgiHeaderName(name string) string {
+// HeaderParam is the param a request header goes in, as nginx and gofast's
+// MapHeader name it: X-Foo is HTTP_X_FOO.
+func HeaderParam(name string) string {
 	return "HTTP_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 

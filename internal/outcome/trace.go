@@ -113,6 +113,16 @@ type Trace struct {
 	// Truncated reports that the upstream failed after part of its
 	// response was forwarded, and the downstream exchange was aborted.
 	Truncated bool
+
+	// Params is the PARAMS stream as the web server sent it, FastCGI
+	// name-value pairs, kept so that a request that went wrong can be
+	// sent again (fcgiscope request --replay). It is empty for requests
+	// that went well, and when the relay keeps none.
+	Params string
+	// Body is the request body, kept for the same purpose only when the
+	// relay is asked to keep bodies and this one was whole and small
+	// enough.
+	Body []byte
 }
 
 // Phase is how far a request got.

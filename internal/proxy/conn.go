@@ -545,6 +545,7 @@ func (c *conn) forwardBody(q *request, h fcgi.Header) {
 		// A write error means the upstream went away; its reader sees
 		// why and answers for it. The rest of the body is dropped.
 	}
+	q.keepBody(c.r.Content(), c.srv.ReplayBodyBytes)
 	q.noteBody(n, end)
 	if end {
 		q.finishStdinSide()

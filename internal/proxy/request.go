@@ -47,6 +47,7 @@ type request struct {
 	body struct {
 		n    int64     // STDIN content bytes forwarded
 		done time.Time // when the empty STDIN record came
+		kept []byte    // the body so far, for replay (Server.ReplayBodyBytes)
 	}
 	trace outcome.Trace
 
@@ -105,6 +106,40 @@ func (q *request) syncBody() {
 	q.trace.BytesIn, q.trace.StdinDone = q.bodyState()
 }
 
+// maxReplayParams bounds the params kept for replay: nginx sends about 1.5
+// KiB, and one request with a megabyte of cookies must not pin a megabyte
+// in the dashboard's ring.
+const maxReplayParams = 16 << 10
+
+// keepForReplay copies what replaying the request needs into the Trace
+// when the request went wrong, the only requests anyone replays, so that
+// one that went well costs nothing. It runs when the response is over and
+// before the connection may begin its next request, which reuses the
+// params buffer.
+func (q *request) keepForReplay() {
+	t := &q.trace
+	if t.Err == nil && t.Status > 0 && t.Status < 400 && t.StderrBytes == 0 {
+		return
+	}
+	if p := q.c.params.Bytes(); len(p) <= maxReplayParams && t.Params == "" {
+		t.Params = string(p)
+	}
+}
+
+// keepBody appends content to the body kept for replay while the body
+// stays within limit and CONTENT_LENGTH says it fits: half a body is no
+// use to replay.
+func (q *request) keepBody(content []byte, limit int) {
+	if limit <= 0 || q.trace.ContentLength <= 0 || q.trace.ContentLength > int64(limit) {
+		return
+	}
+	q.mu.Lock()
+	if len(q.body.kept)+len(content) <= limit {
+		q.body.kept = append(q.body.kept, content...)
+	}
+	q.mu.Unlock()
+}
+
 // finishStdinSide marks the request side over. It is safe on a nil request
 // and when called more than once.
 func (q *request) finishStdinSide() {
@@ -148,6 +183,10 @@ func (q *request) finishSide(onConn bool) {
 func (q *request) observe() {
 	c := q.c
 	q.syncBody()
+	// Both sides are done: the kept body is whole or never will be.
+	if t := &q.trace; t.Params != "" && len(q.body.kept) > 0 && int64(len(q.body.kept)) == t.ContentLength {
+		t.Body = q.body.kept
+	}
 	if obs := c.srv.Observer; obs != nil {
 		obs.Observe(&q.trace)
 	}
@@ -198,7 +237,10 @@ func (q *request) settleHead(err error) {
 // must be called before the final record goes downstream: the web server may
 // send its next request the moment it reads END_REQUEST.
 func (q *request) markResponseDone() {
-	q.doneOnce.Do(func() { close(q.respDone) })
+	q.doneOnce.Do(func() {
+		q.keepForReplay()
+		close(q.respDone)
+	})
 }
 
 // abandon ends the response side early because the web server is gone or

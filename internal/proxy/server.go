@@ -70,6 +70,11 @@ type Server struct {
 	// headers are complete, before anything is forwarded, so that a worker
 	// that dies early can still be answered for. 0 forwards at once.
 	HoldBytes int
+	// ReplayBodyBytes, when positive, keeps the body of a request that
+	// goes wrong for replay (Trace.Body) when the whole body is at most
+	// that many bytes. 0 keeps no body; the params of such a request are
+	// always kept, up to maxReplayParams bytes.
+	ReplayBodyBytes int
 	// MaxConns, when positive, limits the requests in flight to the
 	// upstream; the rest wait their turn, first come first served. Set it
 	// to php-fpm's pm.max_children so that a burst waits here instead of

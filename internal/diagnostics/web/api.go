@@ -67,6 +67,9 @@ type RequestDetail struct {
 	KeepConn     bool              `json:"keep_conn"`
 	DialAttempts int               `json:"dial_attempts,omitempty"`
 	Resent       int               `json:"resent,omitempty"`
+	// ReplayCommand sends the request again, for the requests that keep
+	// what a replay needs, and only to clients shown full detail.
+	ReplayCommand string `json:"replay_command,omitempty"`
 }
 
 // Step is a moment in a request's life, as an offset from BEGIN_REQUEST.
@@ -244,19 +247,28 @@ func (h *Handler) serveRequests(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) serveRequest(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	var d detail
-	var ok bool
-	if n, err := strconv.ParseUint(id, 10, 64); err == nil {
-		d, ok = h.rec.get(n)
-	}
-	if !ok {
-		d, ok = h.rec.getRequestID(id)
-	}
+	d, ok := h.lookup(id)
 	if !ok {
 		writeError(w, http.StatusNotFound, "no request "+strconv.Quote(id)+" among the recent ones; older requests are only in the log")
 		return
 	}
-	writeJSON(w, http.StatusOK, d.requestDetail(h.full(r)))
+	full := h.full(r)
+	out := d.requestDetail(full)
+	if full && d.replay != nil {
+		out.ReplayCommand = replayCommand(d.rec, r.Host)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// lookup finds a recent request by its id in the ring (the dashboard's) or
+// by its request id (the error page's and the log's).
+func (h *Handler) lookup(id string) (detail, bool) {
+	if n, err := strconv.ParseUint(id, 10, 64); err == nil {
+		if d, ok := h.rec.get(n); ok {
+			return d, true
+		}
+	}
+	return h.rec.getRequestID(id)
 }
 
 // Summary is what the dashboard shows besides the table of requests.

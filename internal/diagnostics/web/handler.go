@@ -116,6 +116,7 @@ func (h *Handler) init() {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(h.rec.Registry(), promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 		mux.HandleFunc("GET /api/requests", h.serveRequests)
 		mux.HandleFunc("GET /api/requests/{id}", h.serveRequest)
+		mux.HandleFunc("GET /api/requests/{id}/replay", h.serveReplay)
 		mux.HandleFunc("GET /api/summary", h.serveSummary)
 		mux.HandleFunc("GET /api/events", h.serveEvents)
 		mux.HandleFunc("POST /login", h.serveLogin)

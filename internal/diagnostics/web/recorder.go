@@ -95,6 +95,41 @@ type slot struct {
 	rec    record
 	diag   *diagnostics.Diagnosis
 	stderr []byte
+	replay *replay // nil unless the request went wrong
+}
+
+// replay is what sending a request again needs, its secrets taken out
+// before it is kept.
+type replay struct {
+	params       []fcgi.Pair
+	redacted     []string
+	body         []byte
+	bodyRedacted bool
+	bodyBytes    int64 // CONTENT_LENGTH
+}
+
+// newReplay returns what replaying t needs, or nil when the relay kept
+// nothing of it.
+func newReplay(t *outcome.Trace) *replay {
+	if t.Params == "" {
+		return nil
+	}
+	var all []fcgi.Pair
+	if fcgi.ForEachPair([]byte(t.Params), func(name, value []byte) bool {
+		all = append(all, fcgi.Pair{Name: string(name), Value: string(value)})
+		return true
+	}) != nil {
+		return nil
+	}
+	rp := &replay{bodyBytes: t.ContentLength}
+	rp.params, rp.redacted = diagnostics.RedactParams(all)
+	if t.Body != nil {
+		rp.body, rp.bodyRedacted = diagnostics.RedactBody(t.RequestType, t.Body)
+		if !rp.bodyRedacted {
+			rp.body = slices.Clone(t.Body)
+		}
+	}
+	return rp
 }
 
 // mark names a moment in a request's life, as an offset from its start.
@@ -204,12 +239,16 @@ func (r *Recorder) Record(t *outcome.Trace, d *diagnostics.Diagnosis) {
 	var rec record
 	rec.fill(t, d)
 	r.m.observe(t, d, &rec)
+	var rp *replay
+	if d != nil {
+		rp = newReplay(t)
+	}
 
 	r.mu.Lock()
 	r.seq++
 	rec.seq = r.seq
 	s := &r.slots[(rec.seq-1)%uint64(len(r.slots))]
-	s.rec, s.diag = rec, d
+	s.rec, s.diag, s.replay = rec, d, rp
 	s.stderr = append(s.stderr[:0], t.Stderr[:min(len(t.Stderr), maxStderr)]...)
 	r.total++
 	end := rec.start.Add(rec.duration())
@@ -400,6 +439,7 @@ type detail struct {
 	rec    record
 	diag   *diagnostics.Diagnosis
 	stderr []byte
+	replay *replay // shared: never changed once made
 }
 
 // get returns the request with the ring id seq.
@@ -412,7 +452,7 @@ func (r *Recorder) get(seq uint64) (detail, bool) {
 		return detail{}, false
 	}
 	s := &r.slots[(seq-1)%n]
-	return detail{rec: s.rec, diag: s.diag, stderr: slices.Clone(s.stderr)}, true
+	return detail{rec: s.rec, diag: s.diag, stderr: slices.Clone(s.stderr), replay: s.replay}, true
 }
 
 // getRequestID returns the newest request with the given request id.
@@ -424,7 +464,7 @@ func (r *Recorder) getRequestID(id string) (detail, bool) {
 	for seq := r.seq; seq > 0 && r.seq-seq < n; seq-- {
 		s := &r.slots[(seq-1)%n]
 		if s.rec.requestID == id {
-			return detail{rec: s.rec, diag: s.diag, stderr: slices.Clone(s.stderr)}, true
+			return detail{rec: s.rec, diag: s.diag, stderr: slices.Clone(s.stderr), replay: s.replay}, true
 		}
 	}
 	return detail{}, false

@@ -436,6 +436,12 @@
       parts.push(el("h3", { text: "What to change" }));
       parts.push(el("ul", { class: "hints" }, ...q.hints.map((h) => el("li", { text: h }))));
     }
+    if (q.replay_command) {
+      // The same request, sent again after a fix, from a shell on this host.
+      parts.push(el("h3", { text: "Send it again" }));
+      parts.push(el("pre", { class: "replay", text: q.replay_command }));
+      parts.push(el("p", { class: "note", text: "Replays the params php-fpm got, without cookies, Authorization or secret-looking query values; add --upstream to send it elsewhere." }));
+    }
     parts.push(el("h3", { text: "Timeline" }));
     parts.push(timeline(q));
     parts.push(el("table", { class: "steps" }, el("tbody", {}, ...q.timeline.map((s) =>
