@@ -59,10 +59,16 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	reloadOnSignal(ctx, &cfg, classifier, nginx, log)
 	var poller *fpm.Poller
 	if path := statusPath(&cfg, pool); path != "" {
-		poller = &fpm.Poller{Addr: cfg.upstreamAddr, Path: path, Interval: cfg.FPMStatusInterval}
+		addr := cfg.upstreamAddr
+		if pool != nil && !pool.StatusListen.IsZero() {
+			// A listener of its own: the page comes even when every
+			// worker is busy, which is when it matters.
+			addr = pool.StatusListen
+		}
+		poller = &fpm.Poller{Addr: addr, Path: path, Interval: cfg.FPMStatusInterval}
 		go poller.Run(ctx)
 		classifier.Status = poller
-		log.Info().Str("status_path", path).Stringer("interval", cfg.FPMStatusInterval).Msg("polling php-fpm's status page")
+		log.Info().Str("status_path", path).Str("status_address", addr.String()).Stringer("interval", cfg.FPMStatusInterval).Msg("polling php-fpm's status page")
 	}
 	if pool != nil && pool.Slowlog != "" && fpm.Readable(pool.Slowlog) {
 		slow := &fpm.SlowlogFollower{Path: pool.Slowlog}

@@ -391,6 +391,18 @@ func (l *loader) finishPool(p *Pool) {
 			l.warn(p.Listen.File, p.Listen.Line, "%s listen = %s: %s", where, p.Listen.Value, problem)
 		}
 	}
+	if s, ok := get("pm.status_listen"); ok && s.Value != "" {
+		addr, problem, fatal := parseListen(s.Value, prefix)
+		switch {
+		case fatal:
+			l.reject(s.File, s.Line, "%s pm.status_listen = %s: %s", where, s.Value, problem)
+		case problem != "":
+			l.warn(s.File, s.Line, "%s pm.status_listen = %s: %s", where, s.Value, problem)
+			p.StatusListen = addr
+		default:
+			p.StatusListen = addr
+		}
+	}
 	if s, ok := get("process.priority"); ok {
 		checkPriority(l, where, s)
 	}

@@ -190,7 +190,11 @@ type Pool struct {
 	ClearEnv              bool // default true
 
 	StatusPath string
-	PingPath   string
+	// StatusListen is pm.status_listen: a listener of its own for the
+	// status page, answered by a hidden pool, so that the page comes even
+	// when every worker of this pool is busy. Zero when unset.
+	StatusListen fcgi.Addr
+	PingPath     string
 	// PingResponse is ping.response; "pong" when ping.path is set without
 	// it, "" without ping.path, as php-fpm does.
 	PingResponse string
