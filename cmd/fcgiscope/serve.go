@@ -100,6 +100,15 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		Trusted:    cfg.trusted,
 		Sinks:      []diagnostics.Sink{&diagnostics.AccessLog{Log: log, Redact: cfg.LogRedact}, recorder},
 	}
+	tracer, err := startTracing(ctx, pool, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "fcgiscope serve: invalid configuration:\n%v\n", err)
+		return exitUsage
+	}
+	if tracer != nil {
+		explainer.Sinks = append(explainer.Sinks, tracer)
+		defer stopTracing(tracer, log)
+	}
 	srv = &proxy.Server{
 		Upstream:                 cfg.upstreamAddr,
 		MaxConns:                 maxConns,
@@ -120,6 +129,9 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		Responder:                explainer,
 		Observer:                 explainer,
 		Log:                      log,
+	}
+	if tracer != nil { // a nil *tracing.Tracer must not become a non-nil interface
+		srv.Tracer = tracer
 	}
 	if cfg.queueAuto {
 		srv.Patience = func() time.Duration { return nginx.Front().Patience() }

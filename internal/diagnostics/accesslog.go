@@ -51,8 +51,11 @@ func (a *AccessLog) Record(t *outcome.Trace, d *Diagnosis) {
 			status = d.StatusCode()
 		}
 	}
-	ev = ev.Str("request_id", t.RequestID).
-		Uint64("conn", t.ConnID).
+	ev = ev.Str("request_id", t.RequestID)
+	if t.Span != nil {
+		ev = ev.Str("trace_id", t.Span.TraceID())
+	}
+	ev = ev.Uint64("conn", t.ConnID).
 		Str("method", t.Method).
 		Str("uri", a.uri(t)).
 		Str("script", t.Script).

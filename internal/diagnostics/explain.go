@@ -83,7 +83,16 @@ func (e *Explainer) diagnose(t *outcome.Trace) *Diagnosis {
 	if c == nil {
 		c = &plainClassifier
 	}
-	return c.Diagnose(t)
+	d := c.Diagnose(t)
+	if d != nil && t.Span != nil {
+		// The trace holds PHP's spans too: the page and the log lead
+		// there.
+		if d.Evidence == nil {
+			d.Evidence = map[string]string{}
+		}
+		d.Evidence["trace_id"] = t.Span.TraceID()
+	}
+	return d
 }
 
 // shownToDevelopers are the problems of completed responses that the local

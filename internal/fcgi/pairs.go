@@ -118,5 +118,9 @@ func (p *ParamsBuffer) ForEach(fn func(name, value []byte) bool) error {
 	return ForEachPair(p.buf, fn)
 }
 
+// Set replaces the stream with b, which must not alias the buffer, whatever
+// Limit says: for a relay that rewrites a stream it accepted.
+func (p *ParamsBuffer) Set(b []byte) { p.buf = append(p.buf[:0], b...) }
+
 // Reset empties the buffer and keeps its memory for the next request.
 func (p *ParamsBuffer) Reset() { p.buf = p.buf[:0] }

@@ -114,6 +114,10 @@ type Trace struct {
 	// response was forwarded, and the downstream exchange was aborted.
 	Truncated bool
 
+	// Span is the request's span in a distributed trace when tracing is
+	// on and the trace is sampled; nil otherwise.
+	Span Span
+
 	// Params is the PARAMS stream as the web server sent it, FastCGI
 	// name-value pairs, kept so that a request that went wrong can be
 	// sent again (fcgiscope request --replay). It is empty for requests
@@ -260,4 +264,14 @@ func ParseContentLength(b []byte) int64 {
 		n = n*10 + int64(c-'0')
 	}
 	return n
+}
+
+// Span is a request's span in a distributed trace (OpenTelemetry): the relay
+// starts it when the request's params are read, so that php-fpm gets it as
+// the parent of PHP's own spans, and the tracing sink ends it with what
+// happened.
+type Span interface {
+	// TraceID is the trace's id in hex, for the log line, the error page
+	// and the latency histograms' exemplars.
+	TraceID() string
 }

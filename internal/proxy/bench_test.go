@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"testing"
 
+	"github.com/fcgiscope/fcgiscope/internal/diagnostics"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
+	"github.com/fcgiscope/fcgiscope/internal/tracing"
 )
 
 // helloUpstream answers every request on a connection with a small page,
@@ -66,13 +69,34 @@ func nginxRequest() []byte {
 // (UpstreamKeepAlive). The upstream and the client share the process, so the
 // absolute time includes theirs; with the kept upstream connection, whose
 // fake upstream allocates nothing per request, allocs/op is the relay's.
+//
+// The traced case adds what tracing costs when it is on: a span per request
+// started by the relay, the params rewritten, and the span ended by the
+// tracing sink and queued for a collector that refuses connections (its
+// spans are dropped), next to the same Explainer without tracing.
 func BenchmarkRelayRequest(b *testing.B) {
 	for _, bc := range []struct {
-		name string
-		keep int
-	}{{"new-upstream-conn", 0}, {"kept-upstream-conn", 1}} {
+		name           string
+		keep           int
+		explain, trace bool
+	}{{"new-upstream-conn", 0, false, false}, {"kept-upstream-conn", 1, false, false},
+		{"kept-upstream-conn-explained", 1, true, false}, {"kept-upstream-conn-traced", 1, true, true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			srv := &Server{Upstream: fakeUpstream(b, helloUpstream), HoldBytes: 65536, UpstreamKeepAlive: bc.keep}
+			if bc.explain {
+				e := &diagnostics.Explainer{}
+				srv.Observer, srv.Responder = e, e
+			}
+			if bc.trace {
+				b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+				tracer, err := tracing.New(context.Background(), tracing.Settings{On: true, Protocol: "http/protobuf"}, "bench", func(error) {})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { tracer.Shutdown(context.Background()) })
+				srv.Tracer = tracer
+				srv.Observer.(*diagnostics.Explainer).Sinks = []diagnostics.Sink{tracer}
+			}
 			addr := startProxyB(b, srv)
 			conn, err := net.Dial(addr.Network, addr.Address)
 			if err != nil {

@@ -389,6 +389,9 @@ func (c *conn) handleParams(q *request) error {
 		q.failEarly(&outcome.ProtocolError{Reason: err.Error()})
 		return nil
 	}
+	if c.srv.Tracer != nil {
+		c.traceRequest(q)
+	}
 	c.startUpstream(q)
 	return nil
 }

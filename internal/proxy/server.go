@@ -70,6 +70,9 @@ type Server struct {
 	// headers are complete, before anything is forwarded, so that a worker
 	// that dies early can still be answered for. 0 forwards at once.
 	HoldBytes int
+	// Tracer, when set, starts each request's span in a distributed
+	// trace and passes it on to php-fpm as the parent of PHP's spans.
+	Tracer Tracer
 	// ReplayBodyBytes, when positive, keeps the body of a request that
 	// goes wrong for replay (Trace.Body) when the whole body is at most
 	// that many bytes. 0 keeps no body; the params of such a request are

@@ -113,7 +113,7 @@ func (h *Handler) init() {
 			w.Write([]byte("ok\n"))
 		})
 		mux.HandleFunc("GET /readyz", h.serveReady)
-		mux.Handle("GET /metrics", promhttp.HandlerFor(h.rec.Registry(), promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+		mux.Handle("GET /metrics", promhttp.HandlerFor(h.rec.Registry(), promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, EnableOpenMetrics: true}))
 		mux.HandleFunc("GET /api/requests", h.serveRequests)
 		mux.HandleFunc("GET /api/requests/{id}", h.serveRequest)
 		mux.HandleFunc("GET /api/requests/{id}/replay", h.serveReplay)

@@ -195,23 +195,29 @@ func (m *metrics) observe(t *outcome.Trace, d *diagnostics.Diagnosis, rec *recor
 	} else {
 		m.requests.WithLabelValues(d.Cause.ID, statusClasses[cls]).Inc()
 	}
-	m.duration.Observe(t.Duration().Seconds())
+	observe := func(h prometheus.Histogram, v float64) { h.Observe(v) }
+	if t.Span != nil {
+		// An exemplar leads from a latency spike to a trace of it.
+		ex := prometheus.Labels{"trace_id": t.Span.TraceID()}
+		observe = func(h prometheus.Histogram, v float64) { h.(prometheus.ExemplarObserver).ObserveWithExemplar(v, ex) }
+	}
+	observe(m.duration, t.Duration().Seconds())
 	switch {
 	case t.DialStart.IsZero() || t.DialEnd.IsZero():
 	case t.UpstreamReused:
 		m.reusedConns.Inc()
 	default:
 		m.newConns.Inc()
-		m.connect.Observe(t.ConnectTime().Seconds())
+		observe(m.connect, t.ConnectTime().Seconds())
 	}
 	if t.Resent > 0 {
 		m.resent.Add(float64(t.Resent))
 	}
 	if !t.QueueStart.IsZero() && !t.QueueEnd.IsZero() {
-		m.queue.Observe(t.QueueTime().Seconds())
+		observe(m.queue, t.QueueTime().Seconds())
 	}
 	if !t.FirstByte.IsZero() {
-		m.ttfb.Observe(t.TimeToFirstByte().Seconds())
+		observe(m.ttfb, t.TimeToFirstByte().Seconds())
 	}
 	if t.BytesIn > 0 {
 		m.bytesIn.Add(float64(t.BytesIn))

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"io"
 	"strings"
 	"testing"
 
@@ -90,5 +91,31 @@ func TestReplayGivesTheParamsWithoutSecrets(t *testing.T) {
 	getJSON(t, h, "/api/requests/2", 200, &minimal, "RemoteAddr", "198.51.100.7:4000")
 	if minimal.ReplayCommand != "" {
 		t.Errorf("a minimal-detail client is offered %q", minimal.ReplayCommand)
+	}
+}
+
+type testSpan string
+
+func (s testSpan) TraceID() string { return string(s) }
+
+// A traced request's latency carries its trace id as an exemplar, in the
+// OpenMetrics exposition Prometheus asks for when it stores exemplars.
+func TestLatencyHistogramsLeadToTheTrace(t *testing.T) {
+	r := &Recorder{}
+	tr := okTrace(1)
+	tr.Span = testSpan("4bf92f3577b34da6a3ce929d0e0e4736")
+	observe(r, tr)
+	resp := get(t, &Handler{Recorder: r}, "/metrics", "Accept", "application/openmetrics-text; version=1.0.0")
+	body, _ := io.ReadAll(resp.Body)
+	for _, metric := range []string{"fcgiscope_request_duration_seconds_bucket", "fcgiscope_time_to_first_byte_seconds_bucket", "fcgiscope_connect_duration_seconds_bucket"} {
+		found := false
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, metric) && strings.Contains(line, `# {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"}`) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no exemplar with the trace id on %s", metric)
+		}
 	}
 }
