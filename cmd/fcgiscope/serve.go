@@ -91,6 +91,9 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	if poller != nil { // a nil *fpm.Poller must not become a non-nil interface
 		recorder.Pool = poller
 	}
+	if pool != nil {
+		recorder.MaxChildren, recorder.PoolName = pool.MaxChildren, pool.Name
+	}
 	if fpmLog != nil {
 		recorder.FPMLog = fpmLog
 	}

@@ -32,7 +32,7 @@ func statusClass(status int) int {
 }
 
 // workerDeathCauses are the causes counted in fcgiscope_worker_deaths_total.
-var workerDeathCauses = []*diagnostics.Cause{diagnostics.CauseWorkerTimeout, diagnostics.CauseWorkerCrashed, diagnostics.CauseWorkerDied}
+var workerDeathCauses = []*diagnostics.Cause{diagnostics.CauseWorkerTimeout, diagnostics.CauseWorkerCrashed, diagnostics.CauseOOMKilled, diagnostics.CauseWorkerDied}
 
 // metrics are a Recorder's Prometheus metrics, in a registry of their own.
 type metrics struct {
@@ -137,6 +137,15 @@ func newMetrics(r *Recorder) *metrics {
 	}
 	if p := poolOf(r); p != nil {
 		m.reg.MustRegister(newPoolCollector(p))
+	}
+	if r.MaxChildren > 0 {
+		// A constant beside the in-flight gauge: how close the pool is
+		// to running out of workers.
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "fcgiscope_fpm_max_children",
+			Help:        "The pool's pm.max_children, from its configuration.",
+			ConstLabels: prometheus.Labels{"pool": r.PoolName},
+		}, func() float64 { return float64(r.MaxChildren) }))
 	}
 	if l := r.FPMLog; l != nil && !isNil(l) {
 		m.reg.MustRegister(&logCollector{log: l, desc: prometheus.NewDesc("fcgiscope_fpm_log_events_total",

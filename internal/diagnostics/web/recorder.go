@@ -63,6 +63,10 @@ type Recorder struct {
 	// Pool, when set, gives the php-fpm pool's status for the pool
 	// metrics and the dashboard's list of workers.
 	Pool PoolStatus
+	// MaxChildren, when positive, is the pool's pm.max_children, exported
+	// as fcgiscope_fpm_max_children with PoolName as its pool label.
+	MaxChildren int
+	PoolName    string
 	// FPMLog, when set, gives the counts of php-fpm's error-log events for
 	// fcgiscope_fpm_log_events_total.
 	FPMLog EventCounts
