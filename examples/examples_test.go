@@ -14,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -153,15 +154,28 @@ func TestStrictDecodingCatchesMistakes(t *testing.T) {
 	}
 }
 
+// container returns the container or init container (a native sidecar
+// is one) called name.
 func container(t *testing.T, spec *corev1.PodSpec, name string) *corev1.Container {
 	t.Helper()
-	for i := range spec.Containers {
-		if spec.Containers[i].Name == name {
-			return &spec.Containers[i]
+	for _, list := range [][]corev1.Container{spec.Containers, spec.InitContainers} {
+		for i := range list {
+			if list[i].Name == name {
+				return &list[i]
+			}
 		}
 	}
 	t.Fatalf("no container %q", name)
 	return nil
+}
+
+// names lists the containers' names, comma-separated.
+func names(cs []corev1.Container) string {
+	var n []string
+	for _, c := range cs {
+		n = append(n, c.Name)
+	}
+	return strings.Join(n, ",")
 }
 
 func envOf(c *corev1.Container) map[string]string {
@@ -350,14 +364,22 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	d := m.deployments[0]
 	spec := &d.Spec.Template.Spec
-	var names []string
-	for _, c := range spec.Containers {
-		names = append(names, c.Name)
+	// fcgiscope is a native sidecar (Kubernetes 1.29+): started before
+	// nginx and php-fpm, after the files are copied, and stopped after
+	// both have exited, so that it relays their last answers.
+	if got := names(spec.Containers); got != "nginx,php-fpm" {
+		t.Fatalf("containers %s, want nginx,php-fpm", got)
 	}
-	if strings.Join(names, ",") != "nginx,fcgiscope,php-fpm" {
-		t.Fatalf("containers %v, want nginx, fcgiscope, php-fpm", names)
+	if got := names(spec.InitContainers); got != "copy-code,fcgiscope" {
+		t.Fatalf("init containers %s, want copy-code,fcgiscope", got)
 	}
 	nginx, scope, php := container(t, spec, "nginx"), container(t, spec, "fcgiscope"), container(t, spec, "php-fpm")
+	if rp := scope.RestartPolicy; rp == nil || *rp != corev1.ContainerRestartPolicyAlways {
+		t.Errorf("fcgiscope's restartPolicy is %v, want Always: without it an init container must exit before nginx and php-fpm start", rp)
+	}
+	if rp := container(t, spec, "copy-code").RestartPolicy; rp != nil {
+		t.Errorf("copy-code's restartPolicy is %s: it must run to completion", *rp)
+	}
 	env := envOf(scope)
 
 	t.Run("labels and service", func(t *testing.T) {
@@ -400,6 +422,13 @@ func TestKubernetesManifests(t *testing.T) {
 			if c.ReadinessProbe == nil {
 				t.Errorf("%s has no readiness probe", c.Name)
 			}
+		}
+		// nginx and php-fpm start once the sidecar's startupProbe passes,
+		// so it must not wait for php-fpm as /readyz does.
+		if p := scope.StartupProbe; p == nil || p.HTTPGet == nil {
+			t.Errorf("fcgiscope has no HTTP startupProbe: nginx could start before fcgiscope listens")
+		} else if p.HTTPGet.Path != "/healthz" || portNumber(scope, p.HTTPGet.Port) != adminPort {
+			t.Errorf("fcgiscope's startupProbe asks %s on port %s, want /healthz on %d (/readyz waits for php-fpm, which starts only after the probe passes)", p.HTTPGet.Path, p.HTTPGet.Port.String(), adminPort)
 		}
 	})
 
@@ -495,6 +524,46 @@ func TestKubernetesManifests(t *testing.T) {
 		if scope.Image != fcgiscopeImage || php.Image != demoPHPImage {
 			t.Errorf("images %s and %s, want %s and %s (the Dockerfile's targets)", scope.Image, php.Image, fcgiscopeImage, demoPHPImage)
 		}
+		// php-fpm hands its socket to fcgiscope's user; nginx may use
+		// fcgiscope's socket through the group they share.
+		_, pool, _ := phpFPMView(t, m, spec, php)
+		if sc := scope.SecurityContext; sc != nil && sc.RunAsUser != nil && pool.ListenOwner != strconv.FormatInt(*sc.RunAsUser, 10) {
+			t.Errorf("php-fpm gives its socket to %q, fcgiscope runs as %d", pool.ListenOwner, *sc.RunAsUser)
+		}
+		if pool.ListenMode != "0660" {
+			t.Errorf("php-fpm's listen.mode is %q, want 0660: its owner, fcgiscope, may connect, nobody else", pool.ListenMode)
+		}
+		if sc, nsc := scope.SecurityContext, nginx.SecurityContext; sc != nil && nsc != nil && sc.RunAsGroup != nil && nsc.RunAsGroup != nil && *sc.RunAsGroup != *nsc.RunAsGroup {
+			t.Errorf("fcgiscope's group %d is not nginx's %d: nginx may not use its 0660 socket", *sc.RunAsGroup, *nsc.RunAsGroup)
+		}
+	})
+
+	// Each socket is on an emptyDir that its creator may write and its
+	// users see (checkStack checks that they share the volume).
+	t.Run("sockets volume", func(t *testing.T) {
+		for _, s := range []struct {
+			env           string
+			creator, user *corev1.Container
+		}{{"FCGISCOPE_LISTEN", scope, nginx}, {"FCGISCOPE_UPSTREAM", php, scope}} {
+			addr, err := fcgi.ParseAddr(env[s.env])
+			if err != nil || addr.Network != "unix" {
+				t.Errorf("%s=%s: want a unix socket (%v)", s.env, env[s.env], err)
+				continue
+			}
+			for _, c := range []*corev1.Container{s.creator, s.user} {
+				mt := mountOf(c, addr.Address)
+				if mt == nil {
+					t.Errorf("%s does not mount %s's directory", c.Name, addr.Address)
+					continue
+				}
+				if v := volume(spec, mt.Name); v == nil || v.EmptyDir == nil {
+					t.Errorf("%s is on volume %s, not an emptyDir of the pod", addr.Address, mt.Name)
+				}
+				if c == s.creator && mt.ReadOnly {
+					t.Errorf("%s mounts %s read-only and cannot create %s", c.Name, mt.MountPath, addr.Address)
+				}
+			}
+		}
 	})
 
 	t.Run("grace period covers the drain", func(t *testing.T) {
@@ -506,6 +575,137 @@ func TestKubernetesManifests(t *testing.T) {
 			t.Errorf("terminationGracePeriodSeconds %v is not above %s=%s", g, shutdownTimeout, drain)
 		}
 	})
+
+	// What e2e/k8s_shutdown_test.go plays with real processes: the
+	// endpoint drains during the preStop sleeps, nginx and php-fpm get
+	// SIGQUIT, and fcgiscope, stopped last, relays their last answers.
+	t.Run("graceful stop", func(t *testing.T) {
+		conf, pool, files := phpFPMView(t, m, spec, php)
+		if conf.ProcessControlTimeout <= pool.RequestTerminateTimeout {
+			t.Errorf("process_control_timeout %s (in %v) is not above request_terminate_timeout %s: on SIGQUIT php-fpm kills the requests still running after it (0, the default, kills them at once)",
+				conf.ProcessControlTimeout, files, pool.RequestTerminateTimeout)
+		}
+		var drain time.Duration
+		for _, c := range []*corev1.Container{nginx, php} {
+			d := preStopSleep(c)
+			if d <= 0 {
+				t.Errorf("%s has no preStop sleep: it would stop while the Service still sends it requests", c.Name)
+			}
+			drain = max(drain, d)
+			if sig, why := stopSignal(t, c); sig != "SIGQUIT" {
+				t.Errorf("%s's stop signal is %s (%s), want SIGQUIT, its graceful stop", c.Name, sig, why)
+			}
+		}
+		if preStopSleep(scope) > 0 {
+			t.Errorf("fcgiscope has a preStop hook: a sidecar's runs when the pod's deletion begins, and it is stopped last anyway")
+		}
+		// The signal reaches the process 1 of the container.
+		if cmd := strings.Join(php.Command, " "); !strings.Contains(cmd, "exec php-fpm") {
+			t.Errorf("php-fpm's command %q does not exec php-fpm: the stop signal would reach the shell", cmd)
+		}
+		grace := time.Duration(0)
+		if g := spec.TerminationGracePeriodSeconds; g != nil {
+			grace = time.Duration(*g) * time.Second
+		}
+		if grace <= drain+pool.RequestTerminateTimeout {
+			t.Errorf("terminationGracePeriodSeconds %s is not above the preStop drain %s plus request_terminate_timeout %s", grace, drain, pool.RequestTerminateTimeout)
+		}
+		if grace <= drain+conf.ProcessControlTimeout {
+			t.Errorf("terminationGracePeriodSeconds %s is not above the preStop drain %s plus process_control_timeout %s: the kubelet's SIGKILL would come first", grace, drain, conf.ProcessControlTimeout)
+		}
+	})
+}
+
+// phpFPMView parses the php-fpm configuration as the php-fpm container
+// reads it: every file of a ConfigMap mounted into php-fpm.d, in name
+// order, as php-fpm's include takes them. It returns the configuration,
+// its one pool and the files.
+func phpFPMView(t *testing.T, m *manifests, spec *corev1.PodSpec, php *corev1.Container) (*fpm.Config, *fpm.Pool, []string) {
+	t.Helper()
+	const dir = "/usr/local/etc/php-fpm.d/"
+	var files []string
+	for _, mt := range php.VolumeMounts {
+		if strings.HasPrefix(mt.MountPath, dir) {
+			files = append(files, mt.MountPath)
+		}
+	}
+	slices.Sort(files)
+	var src strings.Builder
+	for _, f := range files {
+		cm, key := configMapFile(t, spec, php, f)
+		text, ok := m.configMaps[cm].Data[key]
+		if !ok {
+			t.Fatalf("php-fpm mounts %s from %s/%s, which does not exist", f, cm, key)
+		}
+		src.WriteString(text)
+	}
+	conf, pool := parsePool(t, strings.Join(files, "+"), []byte(src.String()))
+	return conf, pool, files
+}
+
+// preStopSleep returns how long c's preStop hook sleeps, by the sleep
+// action or by an exec of sleep.
+func preStopSleep(c *corev1.Container) time.Duration {
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil {
+		return 0
+	}
+	h := c.Lifecycle.PreStop
+	if h.Sleep != nil {
+		return time.Duration(h.Sleep.Seconds) * time.Second
+	}
+	if h.Exec != nil {
+		if m := regexp.MustCompile(`(?:^|[\s;])sleep\s+(\d+)`).FindStringSubmatch(strings.Join(h.Exec.Command, " ")); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			return time.Duration(n) * time.Second
+		}
+	}
+	return 0
+}
+
+// imageStopSignals are the STOPSIGNAL of the images the example runs that
+// are not built here: nginx's images, official and unprivileged, stop on
+// SIGQUIT, nginx's graceful stop.
+var imageStopSignals = map[string]string{"nginxinc/nginx-unprivileged": "SIGQUIT", "nginx": "SIGQUIT"}
+
+// stopSignal returns the signal the kubelet stops c with, and why: the
+// container's lifecycle.stopSignal (Kubernetes 1.33+ with the
+// ContainerStopSignals feature gate), else the image's STOPSIGNAL, which
+// containerd and CRI-O send; for the image built by the repository's
+// Dockerfile, that of its stage or of the image the stage is FROM.
+func stopSignal(t *testing.T, c *corev1.Container) (sig, why string) {
+	t.Helper()
+	if c.Lifecycle != nil && c.Lifecycle.StopSignal != nil {
+		return string(*c.Lifecycle.StopSignal), "lifecycle.stopSignal"
+	}
+	repo, _, _ := strings.Cut(c.Image, ":")
+	if s, ok := imageStopSignals[repo]; ok {
+		return s, c.Image + "'s STOPSIGNAL"
+	}
+	if c.Image != demoPHPImage {
+		return "SIGTERM", "no stopSignal, and nothing known of " + c.Image + "'s STOPSIGNAL"
+	}
+	// The demo-php stage: its own STOPSIGNAL, else its base image's; the
+	// official php:*-fpm images set SIGQUIT.
+	var from, own string
+	in := false
+	for _, line := range strings.Split(string(read(t, dockerfile)), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && strings.EqualFold(f[0], "FROM") {
+			in = len(f) == 4 && strings.EqualFold(f[2], "AS") && f[3] == "demo-php"
+			if in {
+				from = f[1]
+			}
+		} else if in && len(f) == 2 && strings.EqualFold(f[0], "STOPSIGNAL") {
+			own = f[1]
+		}
+	}
+	switch {
+	case own != "":
+		return own, "the demo-php stage's STOPSIGNAL"
+	case regexp.MustCompile(`^php:[^ ]*fpm`).MatchString(from):
+		return "SIGQUIT", "the STOPSIGNAL of " + from + ", the demo-php stage's base"
+	}
+	return "SIGTERM", "the demo-php stage's base " + from + " sets no known STOPSIGNAL"
 }
 
 // stack is what the containers of a deployment, compose or Kubernetes,
@@ -891,6 +1091,39 @@ func TestPHPFPMRunsThePool(t *testing.T) {
 	loaded, err := fpm.Load(conf, nil)
 	if err != nil || loaded.PoolFor(addr) == nil {
 		t.Errorf("fcgiscope's parser finds no pool on %s: %v", addr, err)
+	}
+}
+
+// TestKubernetesPHPFPMAcceptsTheConfigMap runs php-fpm -t on the files the
+// php-fpm container loads from its ConfigMap, in the order it loads them,
+// and checks that php-fpm reads the stop settings the pod relies on.
+func TestKubernetesPHPFPMAcceptsTheConfigMap(t *testing.T) {
+	bin := testbed.RequireFPM(t)
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPING: the pool gives its socket to uid 65532 and runs workers as www-data, which needs root")
+	}
+	m := loadManifests(t)
+	spec := &m.deployments[0].Spec.Template.Spec
+	conf, _, files := phpFPMView(t, m, spec, container(t, spec, "php-fpm"))
+	dir := testbed.ShortTempDir(t)
+	os.Mkdir(filepath.Join(dir, "log"), 0o755)
+	var src strings.Builder
+	src.WriteString("[global]\npid = " + dir + "/php-fpm.pid\ndaemonize = no\n")
+	for _, f := range files {
+		cm, key := configMapFile(t, spec, container(t, spec, "php-fpm"), f)
+		src.WriteString(m.configMaps[cm].Data[key])
+	}
+	main := filepath.Join(dir, "php-fpm.conf")
+	os.WriteFile(main, []byte(strings.NewReplacer("/var/log/php-fpm/", dir+"/log/", "/sockets/", dir+"/").Replace(src.String())), 0o644)
+	out, err := exec.Command(bin, "-t", "-y", main).CombinedOutput()
+	if err != nil {
+		t.Fatalf("php-fpm -t: %v\n%s", err, out)
+	}
+	// php-fpm -tt prints the configuration it understood.
+	out, _ = exec.Command(bin, "-tt", "-y", main).CombinedOutput()
+	want := fmt.Sprintf("process_control_timeout = %ds", int(conf.ProcessControlTimeout/time.Second))
+	if !strings.Contains(string(out), want) {
+		t.Errorf("php-fpm -tt does not say %q:\n%s", want, out)
 	}
 }
 

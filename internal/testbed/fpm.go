@@ -43,6 +43,11 @@ type FPMConfig struct {
 	// CatchWorkersOutput makes php-fpm copy the workers' stdout and stderr
 	// into its error log; otherwise that output is discarded.
 	CatchWorkersOutput bool
+	// ProcessControlTimeout is the global process_control_timeout, rounded
+	// up to whole seconds: how long a graceful stop (SIGQUIT) lets busy
+	// workers finish before the master sends them SIGTERM. 0 leaves it
+	// unset, php-fpm's default, which sends SIGTERM at once.
+	ProcessControlTimeout time.Duration
 	// Extra is appended verbatim to the [www] pool section, after every
 	// generated setting, so it can override them.
 	Extra string
@@ -116,6 +121,7 @@ func StartFPM(t testing.TB, cfg FPMConfig) *FPM {
 		StatusPath:              cfg.StatusPath,
 		PingPath:                cfg.PingPath,
 		CatchWorkersOutput:      cfg.CatchWorkersOutput,
+		ProcessControlTimeout:   cfg.ProcessControlTimeout,
 		Extra:                   poolDefaults(cfg.Extra) + cfg.Extra,
 	})
 	if err != nil {

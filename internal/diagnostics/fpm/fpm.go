@@ -107,7 +107,9 @@ type Config struct {
 	// local state directory.
 	ErrorLog string
 	// ProcessControlTimeout is the global process_control_timeout: how
-	// long the master waits for workers to react to a signal (0 = forever).
+	// long the master lets busy workers finish after a graceful stop or
+	// reload (SIGQUIT, SIGUSR2) before it sends them SIGTERM. 0, the
+	// default, sends SIGTERM at once: requests in flight are cut.
 	ProcessControlTimeout time.Duration
 	// Pools are the pools in the order their sections first appear.
 	Pools []*Pool
