@@ -8,6 +8,9 @@ GO ?= go
 test: vet
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+	@# Jaeger, the tracing tests' backend, takes minutes to build the first
+	@# time: built here, before the tests that time things run beside it.
+	$(GO) test -count=1 -timeout 30m -run '^TestJaeger$$' ./internal/testbed/
 	$(GO) test -race -count=1 ./...
 	cd tools/promcheck && $(GO) test -count=1 ./...
 
