@@ -426,6 +426,47 @@ func TestShutdownLetsARequestInFlightFinish(t *testing.T) {
 	}
 }
 
+// A request still running when the shutdown's time is up is cut off, and
+// handed to the Observer as such before Shutdown returns: the process
+// exits right after, and the request must not vanish from the log.
+func TestARequestCutOffAtTheShutdownTimeoutIsRecorded(t *testing.T) {
+	release := make(chan struct{})
+	up := fakeUpstream(t, func(t testing.TB, conn net.Conn) {
+		<-release
+		conn.Close()
+	})
+	defer close(release)
+	obs := newTraces()
+	// Explaining a failure may wait for php-fpm's word on it.
+	slow := observerFunc(func(t *outcome.Trace) {
+		time.Sleep(300 * time.Millisecond)
+		obs.Observe(t)
+	})
+	srv := &Server{Upstream: up, Observer: slow}
+	addr := startProxy(t, srv)
+	go fcgitest.Do(context.Background(), addr, newReq("ECHO", "stuck"))
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.InFlight() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want the deadline", err)
+	}
+	select {
+	case <-obs.ch:
+		obs.mu.Lock()
+		tr := obs.list[len(obs.list)-1]
+		obs.mu.Unlock()
+		if !errors.Is(tr.Err, outcome.ErrShutdown) {
+			t.Errorf("the request was recorded with %v, want it cut off by the shutdown", tr.Err)
+		}
+	default:
+		t.Error("Shutdown returned before the request it cut off was recorded")
+	}
+}
+
 func TestListenReplacesAStaleSocketAndRefusesALiveOne(t *testing.T) {
 	dir, _ := os.MkdirTemp("", "fsl")
 	defer os.RemoveAll(dir)

@@ -319,10 +319,33 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			s.Close()
+			s.waitCutOff(cutOffWait)
 			return ctx.Err()
 		case <-tick.C:
 		}
 	}
+}
+
+// cutOffWait bounds how long Shutdown, once its time is up, waits for the
+// requests it cut off to be recorded.
+const cutOffWait = 2 * time.Second
+
+// waitCutOff waits, up to limit, until the requests that Close cut off
+// have ended and been handed to the Observer, so that each is logged as
+// cut off before the process exits rather than vanishing.
+func (s *Server) waitCutOff(limit time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for s.inFlight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+	s.waitObserving(ctx)
 }
 
 // waitObserving waits for the Observer calls still running, so that every
