@@ -22,6 +22,13 @@ what listens on this host, and probes every FastCGI address nginx uses.
 Each finding names the file and line on both sides, what happens at run
 time if it is left, and the exact change that fixes it.
 
+With --k8s it checks a Kubernetes manifest instead: the pod that runs
+nginx, fcgiscope and php-fpm (a Pod, Deployment, StatefulSet or DaemonSet,
+with the ConfigMaps that hold php-fpm's and nginx's configuration), decoded
+strictly, each finding with the manifest's file and line. This host's
+nginx and php-fpm are then checked only when --nginx, --fpm or --upstream
+is given too.
+
 Exit status: 0 when nothing is an error, 1 when something is, 2 when the
 doctor could not run (bad flags, no configuration found).
 
@@ -39,6 +46,11 @@ func doctorMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	root := fs.String("root", "", "read the configuration files under this directory instead of /, as for a container image's files")
 	format := fs.String("format", "text", "output format: text or json")
 	timeout := fs.Duration("timeout", 2*time.Second, "how long each live probe may take")
+	var k8s []string
+	fs.Func("k8s", "check this Kubernetes manifest, or directory of manifests, as kubectl apply -f takes it; may be given more than once. Alone it checks only the manifests, not this host's nginx and php-fpm", func(v string) error {
+		k8s = append(k8s, v)
+		return nil
+	})
 	fs.Usage = func() {
 		fmt.Fprint(stderr, doctorUsage)
 		fs.PrintDefaults()
@@ -55,7 +67,7 @@ func doctorMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	// Where each configuration was named, for a message about it.
 	given := map[string]string{"nginx": "--nginx " + *nginxConf, "php-fpm": "--fpm " + *fpmConf}
-	if *fpmConf == "" {
+	if *fpmConf == "" && len(k8s) == 0 {
 		*fpmConf = os.Getenv("FCGISCOPE_FPM_CONFIG")
 		given["php-fpm"] = "FCGISCOPE_FPM_CONFIG=" + *fpmConf
 	}
@@ -74,6 +86,7 @@ func doctorMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		Root:        *root,
 		ProbeScript: *probeScript,
 		Timeout:     *timeout,
+		K8s:         k8s,
 	}
 	if *upstream != "" {
 		a, err := fcgi.ParseAddr(*upstream)
@@ -91,6 +104,9 @@ func doctorMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	report, err := d.Check(ctx)
 	if ce := (*doctor.ConfigError)(nil); errors.As(err, &ce) {
 		// A check that read nothing it was told to must not pass.
+		if ce.Server == "k8s" {
+			given["k8s"] = "--k8s " + ce.Path
+		}
 		return usage("%s: %s. %s", given[ce.Server], pathErrorText(ce.Err), configHint[ce.Server])
 	}
 	if err != nil {
@@ -119,6 +135,7 @@ func doctorMain(ctx context.Context, args []string, stdout, stderr io.Writer) in
 var configHint = map[string]string{
 	"nginx":   "Give nginx's main file, such as /etc/nginx/nginx.conf; `nginx -V` prints the one it was built with (--conf-path)",
 	"php-fpm": "Give php-fpm's main file, such as /etc/php/8.2/fpm/php-fpm.conf; a running php-fpm names its own in `ps -eo args | grep 'php-fpm: master'`",
+	"k8s":     "Give a manifest file or a directory of them, as for kubectl apply -f",
 }
 
 // pathErrorText is err without the path a *fs.PathError repeats.

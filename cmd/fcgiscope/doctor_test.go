@@ -172,3 +172,43 @@ func TestDoctorUsageErrors(t *testing.T) {
 		})
 	}
 }
+
+// doctor --k8s, as a CI step over a repository's manifests: the example
+// passes, a manifest with a mistake fails with its line, and a path that
+// is not there fails in one line.
+func TestDoctorChecksKubernetesManifests(t *testing.T) {
+	t.Setenv("FCGISCOPE_FPM_CONFIG", "")
+	code, out, errOut := runDoctor(t, "--k8s", "../../examples/kubernetes/")
+	if code != exitOK || !strings.Contains(out, "0 errors, 0 warnings") {
+		t.Errorf("the example manifests: exit %d, want 0 with no error or warning", code)
+	}
+
+	const broken = "../../internal/diagnostics/doctor/testdata/k8s/broken-manifest.yaml"
+	code, out, _ = runDoctor(t, "--k8s", broken, "--format", "json")
+	var doc struct {
+		Summary  struct{ Errors int } `json:"summary"`
+		Findings []struct {
+			ID  string `json:"id"`
+			K8s []struct {
+				File string `json:"file"`
+				Line int    `json:"line"`
+			} `json:"k8s"`
+		} `json:"findings"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if code != exitFailure || doc.Summary.Errors == 0 {
+		t.Errorf("a broken manifest: exit %d with %d errors, want 1 and errors", code, doc.Summary.Errors)
+	}
+	for _, f := range doc.Findings {
+		if strings.HasPrefix(f.ID, "k8s_") && f.ID != "k8s_pod" && (len(f.K8s) == 0 || f.K8s[0].Line == 0 || !strings.HasSuffix(f.K8s[0].File, "broken-manifest.yaml")) {
+			t.Errorf("finding %s does not point at a line of the manifest: %+v", f.ID, f.K8s)
+		}
+	}
+
+	code, out, errOut = runDoctor(t, "--k8s", "/nonexistent/deployment.yaml")
+	if code != exitUsage || out != "" || lines(errOut) != 1 || !strings.Contains(errOut, "--k8s /nonexistent/deployment.yaml: no such file or directory") {
+		t.Errorf("a missing manifest: exit %d, want 2 and one line", code)
+	}
+}

@@ -91,6 +91,8 @@ type Finding struct {
 	// Nginx and FPM are the directives involved on each side.
 	Nginx []*Location `json:"nginx,omitempty"`
 	FPM   []*Location `json:"fpm,omitempty"`
+	// K8s are the places in a Kubernetes manifest involved (Doctor.K8s).
+	K8s []*Location `json:"k8s,omitempty"`
 	// Impact is what happens at run time if the finding is left.
 	Impact string `json:"impact,omitempty"`
 	// Fix is the exact change that resolves it.
@@ -183,6 +185,12 @@ type Doctor struct {
 	ProbeScript string
 	// Timeout bounds each live probe; 0 means 2 seconds.
 	Timeout time.Duration
+	// K8s, when set, lists Kubernetes manifests (files, or directories of
+	// .yaml, .yml and .json files) whose pods are checked: their sockets,
+	// users, probes, shutdown and memory, with the php-fpm and nginx
+	// configuration of their ConfigMaps. This host's nginx and php-fpm
+	// are then checked only when NginxConf, FPMConf or Upstream is set.
+	K8s []string
 
 	// Command runs a program and returns its standard output and error;
 	// nil runs it for real. It runs nginx -T and php-fpm -t.
@@ -208,7 +216,7 @@ var ErrNothingToCheck = errors.New("found neither an nginx nor a php-fpm configu
 // to read (Doctor.NginxConf or Doctor.FPMConf) cannot be read: a report
 // without it would pass for a clean bill of health.
 type ConfigError struct {
-	// Server is "nginx" or "php-fpm".
+	// Server is "nginx", "php-fpm" or "k8s".
 	Server string
 	Path   string
 	Err    error
@@ -237,6 +245,12 @@ func (d *Doctor) Check(ctx context.Context) (*Report, error) {
 		}
 		if err != nil {
 			return c.report, &ConfigError{Server: given.server, Path: path, Err: err}
+		}
+	}
+	if len(d.K8s) > 0 {
+		if err := c.checkK8s(); err != nil || (d.NginxConf == "" && d.FPMConf == "" && d.Upstream.IsZero()) {
+			c.finish()
+			return c.report, err
 		}
 	}
 	c.loadNginx(ctx)

@@ -105,6 +105,9 @@ func (r *Report) WriteText(w io.Writer, color bool) error {
 			for _, l := range f.FPM {
 				p.field("php-fpm", locText(l))
 			}
+			for _, l := range f.K8s {
+				p.field("k8s", locText(l))
+			}
 			if f.Cause != "" {
 				p.field("cause", f.Cause+" (the id fcgiscope's sidecar logs for such requests)")
 			}
