@@ -178,7 +178,7 @@ func TestDoctorUsageErrors(t *testing.T) {
 // is not there fails in one line.
 func TestDoctorChecksKubernetesManifests(t *testing.T) {
 	t.Setenv("FCGISCOPE_FPM_CONFIG", "")
-	code, out, errOut := runDoctor(t, "--k8s", "../../examples/kubernetes/")
+	code, out, _ := runDoctor(t, "--k8s", "../../examples/kubernetes/")
 	if code != exitOK || !strings.Contains(out, "0 errors, 0 warnings") {
 		t.Errorf("the example manifests: exit %d, want 0 with no error or warning", code)
 	}
@@ -207,7 +207,7 @@ func TestDoctorChecksKubernetesManifests(t *testing.T) {
 		}
 	}
 
-	code, out, errOut = runDoctor(t, "--k8s", "/nonexistent/deployment.yaml")
+	code, out, errOut := runDoctor(t, "--k8s", "/nonexistent/deployment.yaml")
 	if code != exitUsage || out != "" || lines(errOut) != 1 || !strings.Contains(errOut, "--k8s /nonexistent/deployment.yaml: no such file or directory") {
 		t.Errorf("a missing manifest: exit %d, want 2 and one line", code)
 	}
