@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fcgiscope/fcgiscope/internal/bench"
+	"github.com/fcgiscope/fcgiscope/internal/cliflag"
 	"github.com/fcgiscope/fcgiscope/internal/fcgi"
 )
 
@@ -58,7 +59,10 @@ func benchMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "fcgiscope bench: %v\nRun 'fcgiscope bench -h' for the flags.\n", err)
+		fmt.Fprintf(stderr, "fcgiscope bench: %v\n", err)
+		if ce := (*cliflag.Error)(nil); !errors.As(err, &ce) {
+			fmt.Fprintln(stderr, "Run 'fcgiscope bench -h' for the flags.")
+		}
 		return exitUsage
 	}
 
@@ -139,7 +143,7 @@ func parseBenchArgs(args []string, help io.Writer) (bench.Config, string, error)
 	fset.DurationVar(&f.timeout, "timeout", bench.DefaultTimeout, "fail a request without END_REQUEST after this long")
 	fset.DurationVar(&f.connectTimeout, "connect-timeout", bench.DefaultDialTimeout, "fail a connection attempt after this long")
 
-	if err := fset.Parse(args); err != nil {
+	if err := cliflag.Parse(fset, args, cliflag.Options{Help: "'fcgiscope bench -h' lists the flags"}); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(help, benchUsageText)
 			fset.SetOutput(help)

@@ -39,6 +39,7 @@ func TestATypoGetsOneLineWithTheSuggestion(t *testing.T) {
 		{[]string{"request", "--tiemout", "1s", "/index.php"}, "fcgiscope request: unknown flag --tiemout; did you mean --timeout?"},
 		{[]string{"request", "-i", "/index.php"}, "fcgiscope request: unknown flag -i; the response head is always printed"},
 		{[]string{"request", "--data", "a=1", "/index.php"}, "fcgiscope request: unknown flag --data; write the body with -d"},
+		{[]string{"bench", "--upstreams", "unix:/run/php/php8.2-fpm.sock"}, "fcgiscope bench: unknown flag --upstreams; did you mean --upstream?"},
 		{[]string{"doctr"}, `fcgiscope: unknown command "doctr"; did you mean doctor?`},
 		{[]string{"serve", "--listen"}, "fcgiscope serve: flag --listen needs a value, as in --listen 127.0.0.1:9001"},
 	} {
