@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	stdlog "log"
 	"net"
@@ -200,6 +201,15 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 		Trusted:    cfg.trusted,
 		Sinks:      []diagnostics.Sink{&diagnostics.AccessLog{Log: log, Stderr: true}},
 	}
+	tracer, err := startTracing(ctx, pool, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "fcgiscope http: invalid configuration:\n%v\n", err)
+		return exitUsage
+	}
+	if tracer != nil {
+		explainer.Sinks = append(explainer.Sinks, tracer)
+		defer stopTracing(tracer, log)
+	}
 	gw := &httpgateway.Gateway{
 		Root:           cfg.Root,
 		Upstream:       upstream,
@@ -214,6 +224,9 @@ func httpMain(ctx context.Context, args []string, environ []string, stdout, stde
 		Observer:       explainer,
 		Reviewer:       explainer,
 		Log:            log,
+	}
+	if tracer != nil { // a nil *tracing.Tracer must not become a non-nil interface
+		gw.Tracer = tracer
 	}
 	if err := gw.Init(); err != nil {
 		log.Error().Err(err).Msg("cannot serve")

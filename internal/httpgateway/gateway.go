@@ -66,6 +66,14 @@ type Reviewer interface {
 	Review(t *outcome.Trace) (cause string, page cgi.Reply, banner []byte)
 }
 
+// A Tracer starts a request's span: it is given the client's traceparent and
+// tracestate headers, sets t.Span when the span is recorded, and returns the
+// trace context php-fpm gets instead ("" leaves the params alone). The
+// tracing package's Tracer is one.
+type Tracer interface {
+	StartSpan(t *outcome.Trace, traceparent, tracestate string) (newTraceparent, newTracestate string)
+}
+
 // An Observer receives the Trace of every request sent to the upstream,
 // once the request is over; it must not keep t.
 type Observer interface {
@@ -120,6 +128,10 @@ type Gateway struct {
 	// Responder builds the response to a failed request; nil gives a
 	// plain one. diagnostics.Responder is the one fcgiscope uses.
 	Responder Responder
+	// Tracer, when set, starts each PHP request's span in a distributed
+	// trace and passes it on to php-fpm as the parent of PHP's spans, as
+	// the relay does.
+	Tracer Tracer
 	// Observer receives the Trace of every request sent to the upstream;
 	// nil means none. diagnostics.AccessLog is the one fcgiscope uses.
 	Observer Observer

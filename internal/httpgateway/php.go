@@ -77,6 +77,17 @@ func (g *Gateway) servePHP(w http.ResponseWriter, r *http.Request, rt route) {
 		// read still waiting for the client is cut short.
 		req.StopBody = func() { res.rc.SetReadDeadline(time.Now()) }
 	}
+	if g.Tracer != nil {
+		// The one change to what PHP sees, as in the relay: its spans
+		// nest under the request's.
+		if parent, state := g.Tracer.StartSpan(t, r.Header.Get("Traceparent"), r.Header.Get("Tracestate")); parent != "" {
+			params["HTTP_TRACEPARENT"] = parent
+			delete(params, "HTTP_TRACESTATE")
+			if state != "" {
+				params["HTTP_TRACESTATE"] = state
+			}
+		}
+	}
 	req.Params = cgienv.Pairs(params)
 	for name, value := range params {
 		t.NoteParam(name, value)
