@@ -36,7 +36,7 @@ type serveConfig struct {
 	ReplayBodyBytes          int           `env:"FCGISCOPE_REPLAY_BODY_BYTES" envDefault:"0" help:"keep the body of a failed request, when it is at most this many bytes, for fcgiscope request --replay (secret-looking form and JSON fields are replaced); 0 keeps no body"`
 	MaxConns                 int           `env:"FCGISCOPE_MAX_CONNS" envDefault:"0" help:"requests in flight to php-fpm at most; more wait in line. 0 means the pool's pm.max_children when known, else no limit"`
 	QueueTimeout             string        `env:"FCGISCOPE_QUEUE_TIMEOUT" envDefault:"auto" help:"how long a request may wait for a free slot or for a restarting php-fpm before a 503; auto waits as long as nginx does (its fastcgi_read_timeout), 0 fails at once"`
-	UpstreamKeepAlive        int           `env:"FCGISCOPE_UPSTREAM_KEEPALIVE" envDefault:"0" help:"idle php-fpm connections kept open for the next bodyless GET, HEAD or OPTIONS, as nginx's keepalive; each holds a worker, so keep it below pm.max_children. 0 opens a connection per request"`
+	UpstreamKeepAlive        string        `env:"FCGISCOPE_UPSTREAM_KEEPALIVE" envDefault:"auto" help:"idle php-fpm connections kept open for the next bodyless GET, HEAD or OPTIONS, as nginx's keepalive; each holds a worker, so keep it below pm.max_children. auto keeps up to pm.max_children - 1 when the pool's configuration is known and none otherwise; 0 opens a connection per request"`
 	UpstreamKeepAliveTimeout time.Duration `env:"FCGISCOPE_UPSTREAM_KEEPALIVE_TIMEOUT" envDefault:"1s" help:"close a kept php-fpm connection idle for this long; must stay below request_terminate_timeout and request_slowlog_timeout"`
 	MaxHeaderBytes           int           `env:"FCGISCOPE_MAX_HEADER_BYTES" envDefault:"65536" help:"largest CGI header block accepted from php-fpm; longer headers fail the request with upstream_protocol_error"`
 	IdleTimeout              time.Duration `env:"FCGISCOPE_IDLE_TIMEOUT" envDefault:"120s" help:"close a web server connection that starts no request, or stalls in a request body, for this long; 0 turns it off"`
@@ -66,6 +66,10 @@ type serveConfig struct {
 	// Parsed forms, filled in by validate.
 	queueTimeout time.Duration // when not queueAuto
 	queueAuto    bool
+	// upstreamKeepAlive is FCGISCOPE_UPSTREAM_KEEPALIVE's number, or,
+	// with keepAliveAuto, what checkKeepAlive makes of the pool.
+	upstreamKeepAlive int
+	keepAliveAuto     bool
 	listenAddr   fcgi.Addr
 	listenMode   fs.FileMode
 	upstreamAddr fcgi.Addr
@@ -244,6 +248,13 @@ func (c *serveConfig) validate() error {
 		errs = append(errs, &configError{"FCGISCOPE_QUEUE_TIMEOUT", c.QueueTimeout, "not a duration; write it with a unit, as in 30s, or auto to wait as long as nginx does"})
 	} else {
 		c.queueTimeout = d
+	}
+	if c.UpstreamKeepAlive == "auto" {
+		c.keepAliveAuto = true
+	} else if n, err := strconv.Atoi(c.UpstreamKeepAlive); err != nil || n < 0 {
+		errs = append(errs, &configError{"FCGISCOPE_UPSTREAM_KEEPALIVE", c.UpstreamKeepAlive, "not a number of connections; write auto to keep up to pm.max_children - 1, or 0 to open a connection per request"})
+	} else {
+		c.upstreamKeepAlive = n
 	}
 	if m, err := strconv.ParseUint(c.ListenMode, 8, 32); err != nil || m > 0o777 {
 		errs = append(errs, &configError{"FCGISCOPE_LISTEN_MODE", c.ListenMode, "not an octal file mode; write it as php-fpm's listen.mode, as in 0660"})

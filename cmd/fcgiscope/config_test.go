@@ -156,7 +156,7 @@ func TestKeptConnectionsThatThePoolWouldPunishAreRefused(t *testing.T) {
 		{0, time.Minute, nil}, // off: nothing to check
 	}
 	for _, tt := range tests {
-		cfg := serveConfig{UpstreamKeepAlive: tt.keep, UpstreamKeepAliveTimeout: tt.timeout}
+		cfg := serveConfig{upstreamKeepAlive: tt.keep, UpstreamKeepAliveTimeout: tt.timeout}
 		err := checkKeepAlive(&cfg, pool, zerolog.Nop())
 		if (err == nil) != (tt.want == nil) {
 			t.Errorf("keepalive %d timeout %v: error %v", tt.keep, tt.timeout, err)
@@ -182,5 +182,59 @@ func TestServeRefusesKeptConnectionsForAllWorkers(t *testing.T) {
 	}, io.Discard, &stderr)
 	if code != exitUsage || !strings.Contains(stderr.String(), "pm.max_children = 2") || !strings.Contains(stderr.String(), "set it to 1 or less") {
 		t.Errorf("exit %d, stderr %q; want 2 and the pool's pm.max_children with the fix", code, stderr.String())
+	}
+}
+
+func TestAutoKeepAliveLeavesTheStatusPageAWorker(t *testing.T) {
+	www := func(maxChildren int, terminate, slowlog time.Duration) *fpm.Pool {
+		return &fpm.Pool{Name: "www", MaxChildren: maxChildren, RequestTerminateTimeout: terminate, RequestSlowlogTimeout: slowlog,
+			Settings: map[string]fpm.Setting{"pm.max_children": {File: "/etc/php/8.2/fpm/pool.d/www.conf", Line: 113}}}
+	}
+	tests := []struct {
+		name        string
+		pool        *fpm.Pool
+		keep        int
+		timeout     time.Duration
+		logContains string
+	}{
+		{"unknown pool", nil, 0, time.Second, "FCGISCOPE_FPM_CONFIG"},
+		{"one worker", www(1, 0, 0), 0, time.Second, "pm.max_children = 1 (/etc/php/8.2/fpm/pool.d/www.conf:113)"},
+		{"five workers", www(5, 30*time.Second, 0), 4, time.Second, "pm.max_children = 5 (/etc/php/8.2/fpm/pool.d/www.conf:113)"},
+		{"short slowlog", www(5, 0, 800*time.Millisecond), 4, 400 * time.Millisecond, "400ms"},
+		{"short terminate", www(3, 600*time.Millisecond, 0), 2, 300 * time.Millisecond, "FCGISCOPE_UPSTREAM_KEEPALIVE=0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logged strings.Builder
+			var cfg serveConfig
+			if _, err := loadConfig(&cfg, "serve", nil, nil, io.Discard); err != nil {
+				t.Fatal(err)
+			}
+			if err := cfg.validate(); err != nil {
+				t.Fatal(err)
+			}
+			if err := checkKeepAlive(&cfg, tt.pool, zerolog.New(&logged)); err != nil {
+				t.Fatalf("auto refused: %v", err)
+			}
+			if cfg.upstreamKeepAlive != tt.keep || cfg.UpstreamKeepAliveTimeout != tt.timeout {
+				t.Errorf("kept %d for %v, want %d for %v", cfg.upstreamKeepAlive, cfg.UpstreamKeepAliveTimeout, tt.keep, tt.timeout)
+			}
+			if !strings.Contains(logged.String(), tt.logContains) {
+				t.Errorf("log %q does not say %q", logged.String(), tt.logContains)
+			}
+		})
+	}
+}
+
+func TestUpstreamKeepAliveMustBeANumberOrAuto(t *testing.T) {
+	for _, v := range []string{"-1", "many", "3.5"} {
+		var cfg serveConfig
+		_, err := loadConfig(&cfg, "serve", nil, []string{"FCGISCOPE_UPSTREAM_KEEPALIVE=" + v}, io.Discard)
+		if err == nil {
+			err = cfg.validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), "FCGISCOPE_UPSTREAM_KEEPALIVE") || !strings.Contains(err.Error(), "auto") {
+			t.Errorf("%q: %v, want an error naming the variable and auto", v, err)
+		}
 	}
 }

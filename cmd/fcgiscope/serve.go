@@ -82,11 +82,12 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 	}
 	var srv *proxy.Server
 	recorder := &web.Recorder{
-		Size:     cfg.RecentRequests,
-		InFlight: func() float64 { return float64(srv.InFlight()) },
-		Queued:   func() float64 { return float64(srv.Queued()) },
-		Version:  version,
-		Commit:   commit,
+		Size:         cfg.RecentRequests,
+		InFlight:     func() float64 { return float64(srv.InFlight()) },
+		Queued:       func() float64 { return float64(srv.Queued()) },
+		UpstreamIdle: func() float64 { return float64(srv.IdleUpstream()) },
+		Version:      version,
+		Commit:       commit,
 	}
 	if poller != nil { // a nil *fpm.Poller must not become a non-nil interface
 		recorder.Pool = poller
@@ -127,7 +128,7 @@ func serve(ctx context.Context, args, environ []string, stdout, stderr io.Writer
 		ParamsTimeout:            cfg.ParamsTimeout,
 		MaxClientConns:           cfg.MaxClientConns,
 		ServerTiming:             cfg.ServerTiming,
-		UpstreamKeepAlive:        cfg.UpstreamKeepAlive,
+		UpstreamKeepAlive:        cfg.upstreamKeepAlive,
 		UpstreamKeepAliveTimeout: cfg.UpstreamKeepAliveTimeout,
 		Responder:                explainer,
 		Observer:                 explainer,
@@ -321,26 +322,28 @@ func readFPMConfig(path string) (*fpm.Config, error) {
 // punish: php-fpm counts a worker waiting on a kept connection as busy, so
 // it must not hold every worker, nor idle long enough for php-fpm to log it
 // as slow or kill it as timed out.
+//
+// With FCGISCOPE_UPSTREAM_KEEPALIVE=auto it chooses instead of refusing:
+// up to pm.max_children - 1 connections, idle no longer than half of the
+// pool's timeouts, and none when the pool is unknown or has one worker.
 func checkKeepAlive(cfg *serveConfig, pool *fpm.Pool, log zerolog.Logger) error {
-	if cfg.UpstreamKeepAlive == 0 {
+	if cfg.keepAliveAuto {
+		autoKeepAlive(cfg, pool, log)
+		return nil
+	}
+	if cfg.upstreamKeepAlive == 0 {
 		return nil
 	}
 	if pool == nil {
-		log.Warn().Int("upstream_keepalive", cfg.UpstreamKeepAlive).Stringer("upstream_keepalive_timeout", cfg.UpstreamKeepAliveTimeout).
+		log.Warn().Int("upstream_keepalive", cfg.upstreamKeepAlive).Stringer("upstream_keepalive_timeout", cfg.UpstreamKeepAliveTimeout).
 			Msg("keeping php-fpm connections without knowing the pool: keep FCGISCOPE_UPSTREAM_KEEPALIVE below pm.max_children and FCGISCOPE_UPSTREAM_KEEPALIVE_TIMEOUT below request_terminate_timeout and request_slowlog_timeout, or php-fpm kills idle workers as timed out; set FCGISCOPE_FPM_CONFIG to have this checked")
 		return nil
 	}
-	at := func(key string) string {
-		if s, ok := pool.Settings[key]; ok && s.File != "" {
-			return fmt.Sprintf(" (%s:%d)", s.File, s.Line)
-		}
-		return ""
-	}
 	var errs []error
-	if pool.MaxChildren > 0 && cfg.UpstreamKeepAlive >= pool.MaxChildren {
-		errs = append(errs, &configError{"FCGISCOPE_UPSTREAM_KEEPALIVE", strconv.Itoa(cfg.UpstreamKeepAlive),
+	if pool.MaxChildren > 0 && cfg.upstreamKeepAlive >= pool.MaxChildren {
+		errs = append(errs, &configError{"FCGISCOPE_UPSTREAM_KEEPALIVE", strconv.Itoa(cfg.upstreamKeepAlive),
 			fmt.Sprintf("idle kept connections would hold all of pool %s's pm.max_children = %d workers%s, leaving none for its status page and other clients; set it to %d or less",
-				pool.Name, pool.MaxChildren, at("pm.max_children"), pool.MaxChildren-1)})
+				pool.Name, pool.MaxChildren, settingAt(pool, "pm.max_children"), pool.MaxChildren-1)})
 	}
 	timeout := cfg.UpstreamKeepAliveTimeout
 	if timeout == 0 {
@@ -356,10 +359,50 @@ func checkKeepAlive(cfg *serveConfig, pool *fpm.Pool, log zerolog.Logger) error 
 		if limit.d > 0 && timeout >= limit.d {
 			errs = append(errs, &configError{"FCGISCOPE_UPSTREAM_KEEPALIVE_TIMEOUT", timeout.String(),
 				fmt.Sprintf("not below pool %s's %s = %s%s: php-fpm would %s; set it to %s or less",
-					pool.Name, limit.key, limit.d, at(limit.key), limit.consequence, limit.d/2)})
+					pool.Name, limit.key, limit.d, settingAt(pool, limit.key), limit.consequence, limit.d/2)})
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// autoKeepAlive sets the kept upstream connections from the pool's
+// settings: one worker less than pm.max_children, so that the status page
+// and other clients of the pool always find one, and an idle timeout below
+// what php-fpm punishes, because php-fpm counts a worker waiting on a kept
+// connection as busy (php-src bug #78405). Without the pool's settings it
+// keeps none: too many kept connections could hold every worker.
+func autoKeepAlive(cfg *serveConfig, pool *fpm.Pool, log zerolog.Logger) {
+	cfg.upstreamKeepAlive = 0
+	switch {
+	case pool == nil || pool.MaxChildren == 0:
+		log.Info().Msg("opening a php-fpm connection per request: FCGISCOPE_UPSTREAM_KEEPALIVE=auto keeps connections only when it knows the pool's pm.max_children; set FCGISCOPE_FPM_CONFIG, or FCGISCOPE_UPSTREAM_KEEPALIVE to a number below pm.max_children")
+		return
+	case pool.MaxChildren == 1:
+		log.Info().Msgf("opening a php-fpm connection per request: pool %s has pm.max_children = 1%s, and a kept connection would hold its only worker (FCGISCOPE_UPSTREAM_KEEPALIVE=auto)", pool.Name, settingAt(pool, "pm.max_children"))
+		return
+	}
+	timeout := cfg.UpstreamKeepAliveTimeout
+	if timeout <= 0 {
+		timeout = proxy.DefaultUpstreamKeepAliveTimeout
+	}
+	for _, limit := range []time.Duration{pool.RequestTerminateTimeout, pool.RequestSlowlogTimeout} {
+		if limit > 0 && timeout >= limit {
+			timeout = limit / 2
+		}
+	}
+	cfg.upstreamKeepAlive, cfg.UpstreamKeepAliveTimeout = pool.MaxChildren-1, timeout
+	log.Info().Int("upstream_keepalive", cfg.upstreamKeepAlive).Stringer("upstream_keepalive_timeout", timeout).
+		Msgf("keeping up to %d idle php-fpm connections for %s each: pool %s has pm.max_children = %d%s, and one worker stays free for its status page and other clients (FCGISCOPE_UPSTREAM_KEEPALIVE=auto); FCGISCOPE_UPSTREAM_KEEPALIVE=0 opens a connection per request",
+			cfg.upstreamKeepAlive, timeout, pool.Name, pool.MaxChildren, settingAt(pool, "pm.max_children"))
+}
+
+// settingAt returns " (file:line)" for a pool setting whose place in the
+// configuration is known, else "".
+func settingAt(pool *fpm.Pool, key string) string {
+	if s, ok := pool.Settings[key]; ok && s.File != "" {
+		return fmt.Sprintf(" (%s:%d)", s.File, s.Line)
+	}
+	return ""
 }
 
 // errorLog returns php-fpm's error log: the one named in FCGISCOPE_FPM_LOG,

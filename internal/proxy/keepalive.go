@@ -30,6 +30,13 @@ type idleConn struct {
 	since time.Time
 }
 
+// len returns the number of idle connections kept.
+func (p *idlePool) len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
 // get returns an idle connection that is still open, or nil.
 func (p *idlePool) get() net.Conn {
 	for {

@@ -196,6 +196,11 @@ func (s *Server) InFlight() int { return int(s.inFlight.Load()) }
 // Queued returns the number of requests waiting for a MaxConns slot.
 func (s *Server) Queued() int { return int(s.queued.Load()) }
 
+// IdleUpstream returns the number of idle upstream connections kept for
+// later requests (UpstreamKeepAlive). php-fpm shows the worker on each as
+// active, "Reading headers", although it runs nothing.
+func (s *Server) IdleUpstream() int { return s.idle.len() }
+
 func (s *Server) init() {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -71,14 +71,24 @@ type Process struct {
 }
 
 // Busy reports whether the worker is serving a request: it is in any
-// state but "Idle" and "(null)", which php-fpm 8.2 shows, with pid 0 and a
-// meaningless request duration, for a worker that is still starting.
+// state but "Idle", waiting on a kept connection (Kept), and "(null)",
+// which php-fpm 8.2 shows, with pid 0 and a meaningless request duration,
+// for a worker that is still starting.
 func (p Process) Busy() bool {
 	switch p.State {
 	case "Idle", "(null)", "":
 		return false
 	}
-	return true
+	return !p.Kept()
+}
+
+// Kept reports whether the worker waits for the next request on a
+// connection its client keeps open (fcgiscope's FCGISCOPE_UPSTREAM_KEEPALIVE,
+// nginx's fastcgi_keep_conn). php-fpm counts such a worker as active, in
+// "Reading headers" with no request, although it runs nothing; the worker
+// is not free for other connections until the client closes its own.
+func (p Process) Kept() bool {
+	return p.State == "Reading headers" && (p.RequestURI == "" || p.RequestURI == "-")
 }
 
 // Busiest counts the busy workers and returns the one whose request has
@@ -105,6 +115,18 @@ func (s *Status) Busiest() (busy int, longest Process) {
 	return busy, longest
 }
 
+// Kept counts the workers waiting for their next request on kept
+// connections (Process.Kept); 0 without the process list.
+func (s *Status) Kept() int {
+	n := 0
+	for _, p := range s.Processes {
+		if p.Kept() {
+			n++
+		}
+	}
+	return n
+}
+
 // Summary describes the pool's load in one sentence for an explanation,
 // such as "all 5 workers of pool www were busy; the longest-running request
 // was GET /report.php for 41s (pid 123)". A worker serving the status page
@@ -118,6 +140,9 @@ func (s *Status) Summary() string {
 		fmt.Fprintf(&b, "all %d workers of pool %s were busy", total, s.Pool)
 	} else {
 		fmt.Fprintf(&b, "%d of %d workers of pool %s were busy", busy, total, s.Pool)
+	}
+	if kept := s.Kept(); kept > 0 {
+		fmt.Fprintf(&b, ", %d more waited for their next request on kept connections", kept)
 	}
 	if busy > 0 && longest.PID != 0 {
 		what := longest.RequestURI

@@ -276,16 +276,19 @@ func TestStatusBusiestAndSummary(t *testing.T) {
 		// A slot whose worker is still starting, as php-fpm 8.2 shows it.
 		{PID: 0, State: "(null)", RequestURI: "-", Method: "-", Script: "-", RequestDuration: 74 * time.Minute},
 	}}
+	// pid 3 waits on a kept connection: php-fpm counts it as active, but
+	// it runs nothing.
 	busy, longest := st.Busiest()
-	if busy != 3 || longest.PID != 1 {
-		t.Errorf("Busiest = %d, %+v", busy, longest)
+	if busy != 2 || longest.PID != 1 || st.Kept() != 1 {
+		t.Errorf("Busiest = %d, %+v; Kept = %d", busy, longest, st.Kept())
 	}
 	st.TotalProcesses = 4
-	want := "3 of 4 workers of pool www were busy; the longest-running request was GET /report.php?y=2026 for 41s (pid 1)"
+	want := "2 of 4 workers of pool www were busy, 1 more waited for their next request on kept connections; the longest-running request was GET /report.php?y=2026 for 41s (pid 1)"
 	if got := st.Summary(); got != want {
 		t.Errorf("Summary = %q\nwant %q", got, want)
 	}
 	st.Processes[0].State = "Idle"
+	st.Processes[2].State = "Running"
 	st.ListenQueue = 7
 	want = "2 of 4 workers of pool www were busy; the longest-running request was - for 10s (pid 3); 7 connections were waiting in the listen queue"
 	if got := st.Summary(); got != want {

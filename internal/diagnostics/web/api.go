@@ -328,17 +328,20 @@ type CauseCount struct {
 
 // Pool is the php-fpm pool's latest status.
 type Pool struct {
-	Name               string    `json:"name"`
-	ProcessManager     string    `json:"process_manager"`
-	At                 time.Time `json:"at"`
-	AgeSeconds         float64   `json:"age_s"`
-	Busy               int       `json:"busy"`
-	Idle               int       `json:"idle"`
-	Total              int       `json:"total"`
-	ListenQueue        int       `json:"listen_queue"`
-	MaxChildrenReached int64     `json:"max_children_reached"`
-	SlowRequests       int64     `json:"slow_requests"`
-	Workers            []Worker  `json:"workers"`
+	Name           string    `json:"name"`
+	ProcessManager string    `json:"process_manager"`
+	At             time.Time `json:"at"`
+	AgeSeconds     float64   `json:"age_s"`
+	Busy           int       `json:"busy"`
+	Idle           int       `json:"idle"`
+	// Kept counts the workers waiting for their next request on a kept
+	// connection: not busy, and not free for other connections either.
+	Kept               int      `json:"kept"`
+	Total              int      `json:"total"`
+	ListenQueue        int      `json:"listen_queue"`
+	MaxChildrenReached int64    `json:"max_children_reached"`
+	SlowRequests       int64    `json:"slow_requests"`
+	Workers            []Worker `json:"workers"`
 }
 
 // Worker is one php-fpm worker: what it runs and for how long, or, when

@@ -135,6 +135,12 @@ func newMetrics(r *Recorder) *metrics {
 			Help: "Requests waiting for an upstream slot (FCGISCOPE_MAX_CONNS).",
 		}, f))
 	}
+	if f := r.UpstreamIdle; f != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "fcgiscope_upstream_idle_connections",
+			Help: "Idle php-fpm connections kept open for the next request (FCGISCOPE_UPSTREAM_KEEPALIVE); each holds a php-fpm worker.",
+		}, f))
+	}
 	if p := poolOf(r); p != nil {
 		m.reg.MustRegister(newPoolCollector(p))
 	}
@@ -277,7 +283,7 @@ func newPoolCollector(p PoolStatus) *poolCollector {
 	return &poolCollector{
 		pool: p,
 		processes: prometheus.NewDesc("fcgiscope_fpm_processes",
-			"php-fpm workers by state: active ones serve a request, the status poll's own excepted.", []string{"state"}, nil),
+			"php-fpm workers by state: active ones serve a request (the status poll's own excepted), kept ones wait for their next request on a kept connection (php-fpm's status page counts them as active), idle ones wait for a new connection.", []string{"state"}, nil),
 		total: prometheus.NewDesc("fcgiscope_fpm_processes_total",
 			"php-fpm workers in the pool.", nil, nil),
 		maxChildren: prometheus.NewDesc("fcgiscope_fpm_max_children_reached_total",
@@ -315,9 +321,11 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	busy, _ := st.Busiest()
-	idle := max(st.TotalProcesses-busy, 0)
+	kept := st.Kept()
+	idle := max(st.TotalProcesses-busy-kept, 0)
 	ch <- prometheus.MustNewConstMetric(c.processes, prometheus.GaugeValue, float64(idle), "idle")
 	ch <- prometheus.MustNewConstMetric(c.processes, prometheus.GaugeValue, float64(busy), "active")
+	ch <- prometheus.MustNewConstMetric(c.processes, prometheus.GaugeValue, float64(kept), "kept")
 	ch <- prometheus.MustNewConstMetric(c.total, prometheus.GaugeValue, float64(st.TotalProcesses))
 	ch <- prometheus.MustNewConstMetric(c.maxChildren, prometheus.CounterValue, float64(st.MaxChildrenReached))
 	ch <- prometheus.MustNewConstMetric(c.slow, prometheus.CounterValue, float64(st.SlowRequests))

@@ -60,6 +60,9 @@ type Recorder struct {
 	// metrics are scraped and the dashboard refreshes.
 	InFlight func() float64
 	Queued   func() float64
+	// UpstreamIdle, when set, reports the idle upstream connections kept
+	// open for later requests, each holding a php-fpm worker.
+	UpstreamIdle func() float64
 	// Pool, when set, gives the php-fpm pool's status for the pool
 	// metrics and the dashboard's list of workers.
 	Pool PoolStatus

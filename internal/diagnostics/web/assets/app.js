@@ -203,7 +203,7 @@
 
     if (s.pool) {
       $("busy").textContent = s.pool.busy + " / " + s.pool.total;
-      $("busy-sub").textContent = s.pool.idle + " idle · pool " + s.pool.name;
+      $("busy-sub").textContent = s.pool.idle + " idle" + (s.pool.kept ? " · " + s.pool.kept + " on kept connections" : "") + " · pool " + s.pool.name;
     } else {
       $("busy").textContent = "–";
       $("busy-sub").textContent = "status page not polled";
@@ -334,6 +334,7 @@
     const sum = el("div", { class: "pool-sum" },
       el("span", {}, el("b", { text: p.busy }), " busy"),
       el("span", {}, el("b", { text: p.idle }), " idle"),
+      el("span", { title: "waiting for their next request on a connection kept open (FCGISCOPE_UPSTREAM_KEEPALIVE, nginx's fastcgi_keep_conn); php-fpm counts them as active" }, el("b", { text: p.kept }), " on kept connections"),
       el("span", {}, el("b", { text: p.total }), " workers"),
       el("span", {}, el("b", { text: p.listen_queue }), " in listen queue"),
       el("span", {}, el("b", { text: p.max_children_reached }), " × max_children reached"),
