@@ -80,13 +80,16 @@ func TestKeptConnectionsByDefaultAreCountedAsKept(t *testing.T) {
 		}
 		return m.Gauge.GetValue()
 	}
-	// The status poll runs every 100 ms; a second is ample for one that
-	// sees the idle connections.
-	deadline := time.Now().Add(time.Second)
-	for gauge("fcgiscope_fpm_processes", "state", "kept") < 1 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+	// The status poll runs every 100 ms: within a second one that was
+	// taken after the load stopped shows the workers waiting on the kept
+	// connections, and none running.
+	var idle, kept, active float64
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		idle, kept, active = gauge("fcgiscope_upstream_idle_connections"), gauge("fcgiscope_fpm_processes", "state", "kept"), gauge("fcgiscope_fpm_processes", "state", "active")
+		if idle >= 1 && idle <= 3 && kept >= 1 && active == 0 {
+			break
+		}
 	}
-	idle, kept, active := gauge("fcgiscope_upstream_idle_connections"), gauge("fcgiscope_fpm_processes", "state", "kept"), gauge("fcgiscope_fpm_processes", "state", "active")
 	if idle < 1 || idle > 3 || kept < 1 || active != 0 {
 		t.Errorf("after the load: %v idle kept connections, %v workers kept and %v active; want 1 to 3 kept and none active", idle, kept, active)
 	}
@@ -96,7 +99,7 @@ func TestKeptConnectionsByDefaultAreCountedAsKept(t *testing.T) {
 	}
 
 	// Once traffic stops for the idle timeout the workers are free again.
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for (gauge("fcgiscope_upstream_idle_connections") != 0 || gauge("fcgiscope_fpm_processes", "state", "kept") != 0) && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
