@@ -29,12 +29,15 @@ deps:
 demo: build
 	./scripts/demo
 
-# Measures fcgiscope against nginx -> php-fpm directly and through socat, and
-# the relay's Go benchmarks. Prints ratio tables; raw numbers go to
-# bench-results/. Tune with BENCH_ROUNDS, BENCH_DURATION, BENCH_CONNS.
+# Measures fcgiscope against nginx -> php-fpm directly and through a bare
+# byte relay, under wrk's closed loop and at a fixed open-loop rate, and the
+# relay's Go benchmarks. Prints ratio tables; raw numbers go to
+# bench-results/. Tune with BENCH_ROUNDS, BENCH_DURATION, BENCH_CONNS,
+# BENCH_ONLY, BENCH_SCRIPTS and BENCH_LOAD_FRACTION; BENCH_BASELINE_BIN adds
+# another fcgiscope binary to compare with (see benchmarks/doc.go).
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/fcgi/ ./internal/proxy/ ./internal/cgi/
-	FCGISCOPE_BENCH=1 $(GO) test -count=1 -timeout 60m -run 'TestNginxLoadRatios|TestFastCGILoadRatios|TestIdleKeptAlive|TestStreamingOneGiB' -v ./benchmarks/ | grep -v '^    suite_test.go'
+	FCGISCOPE_BENCH=1 $(GO) test -count=1 -timeout 60m -run 'TestNginxLoadRatios|TestOpenLoopLatency|TestFastCGILoadRatios|TestIdleKeptAlive|TestStreamingOneGiB' -v ./benchmarks/ | grep -v -e '^    suite_test.go' -e '^    openloop_test.go'
 
 # Runs every fuzz target for FUZZTIME (default 10s) each.
 fuzz:

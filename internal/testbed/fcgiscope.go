@@ -144,6 +144,15 @@ func StartFcgiscopeAs(t testing.TB, uid, gid uint32, env ...string) *Process {
 	return startServe(t, BuildFcgiscope(t), &syscall.Credential{Uid: uid, Gid: gid}, env)
 }
 
+// StartFcgiscopeBinary is StartFcgiscope with an fcgiscope binary built
+// elsewhere, such as a release or an earlier commit, instead of this
+// checkout's, for benchmarks that compare the two under the same load. The
+// binary must understand `serve` and FCGISCOPE_LISTEN as this one does.
+func StartFcgiscopeBinary(t testing.TB, bin string, env ...string) *Process {
+	t.Helper()
+	return startServe(t, bin, nil, env)
+}
+
 // startServe runs `bin serve` as StartFcgiscope describes. It is separate so
 // that the process handling can be tested without building fcgiscope.
 func startServe(t testing.TB, bin string, cred *syscall.Credential, env []string) *Process {
