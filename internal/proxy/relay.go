@@ -35,11 +35,11 @@ type relay struct {
 // relayResponse reads the upstream's response and forwards it to the web
 // server, holding back its start as configured. It runs on its own goroutine.
 func (q *request) relayResponse() {
-	ur := readerPool.Get().(*fcgi.Reader)
+	ur := upstreamReaderPool.Get().(*fcgi.Reader)
 	ur.Reset(q.up)
 	defer func() {
 		ur.Reset(nil)
-		readerPool.Put(ur)
+		upstreamReaderPool.Put(ur)
 	}()
 	srv := q.c.srv
 	t := &q.trace

@@ -374,5 +374,11 @@ func (q *request) releaseSlot() {
 // and their buffers would otherwise be most of what a request allocates.
 var (
 	readerPool = sync.Pool{New: func() any { return fcgi.NewReaderSize(nil, 8<<10) }}
+	// upstreamReaderPool's readers take a response in reads as large as
+	// the hold-back: php-fpm sends a record per flush (every 4 KiB with
+	// output_buffering), and when several wait in the socket one read
+	// takes them all instead of one each. Only requests in flight hold
+	// one, not idle connections.
+	upstreamReaderPool = sync.Pool{New: func() any { return fcgi.NewReaderSize(nil, 64<<10) }}
 	writerPool = sync.Pool{New: func() any { return fcgi.NewWriterSize(nil, 8<<10) }}
 )
