@@ -71,6 +71,14 @@ func (e *VersionError) Error() string {
 	return msg
 }
 
+// headerError is a failure to read a record header, such as the connection
+// closing under the reader. Every connection a relay closes ends in one, so
+// it is a plain wrapper rather than a formatted error.
+type headerError struct{ err error }
+
+func (e *headerError) Error() string { return "fcgi: reading record header: " + e.err.Error() }
+func (e *headerError) Unwrap() error { return e.err }
+
 // ErrTruncated is wrapped by the error the Reader returns when the stream ends
 // inside a record.
 var ErrTruncated = errors.New("stream ended inside a record")
@@ -112,7 +120,7 @@ func (r *Reader) Next() (Header, error) {
 		if err == io.ErrUnexpectedEOF {
 			return Header{}, fmt.Errorf("fcgi: reading record header: %w (%w)", ErrTruncated, io.ErrUnexpectedEOF)
 		}
-		return Header{}, fmt.Errorf("fcgi: reading record header: %w", err)
+		return Header{}, &headerError{err}
 	}
 	h := decodeHeader(r.buf)
 	if h.Version != version1 {
