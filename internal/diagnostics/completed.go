@@ -60,7 +60,10 @@ func (c *Classifier) messages(t *outcome.Trace) []fpm.Message {
 			}
 		}
 	}
-	if c.Log != nil {
+	// Only a pool that catches its workers' output puts a request's
+	// messages into php-fpm's log; without it, looking there costs every
+	// request a system call for nothing.
+	if c.Log != nil && (c.pool() == nil || c.pool().CatchWorkersOutput) {
 		if len(msgs) == 0 && c.pool() != nil && c.pool().CatchWorkersOutput && c.suspect(t) {
 			// php-fpm copies a worker's output into its log a moment
 			// after the worker wrote it; wait for it only for the
