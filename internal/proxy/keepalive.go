@@ -74,19 +74,32 @@ func (p *idlePool) shed() {
 	nc.Close()
 }
 
-// put keeps nc for a later request and reports whether it did; when the pool
-// is full or closed the caller closes nc.
-func (p *idlePool) put(nc net.Conn) bool {
+// put keeps nc for a later request and reports whether it did; when the
+// pool is closed the caller closes nc. The pool keeps at most max
+// connections, closing the oldest, except while requests wait for a
+// MaxConns slot (waiting): each of those is about to take one, and closing
+// a connection one of them needs would only make it connect again.
+func (p *idlePool) put(nc net.Conn, waiting bool) bool {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed || len(p.conns) >= p.max {
+	if p.closed || p.max <= 0 {
+		p.mu.Unlock()
 		return false
 	}
 	p.conns = append(p.conns, idleConn{nc: nc, since: time.Now()})
+	var over []net.Conn
+	for !waiting && len(p.conns) > p.max {
+		over = append(over, p.conns[0].nc)
+		p.conns[0] = idleConn{}
+		p.conns = p.conns[1:]
+	}
 	if p.timer == nil {
 		p.timer = time.AfterFunc(p.timeout, p.expire)
 	} else if len(p.conns) == 1 {
 		p.timer.Reset(p.timeout)
+	}
+	p.mu.Unlock()
+	for _, nc := range over {
+		nc.Close()
 	}
 	return true
 }

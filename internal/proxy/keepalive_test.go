@@ -3,6 +3,8 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -148,23 +150,39 @@ func TestIdleKeptConnectionsAreClosedAfterTheTimeout(t *testing.T) {
 	}
 }
 
-func TestKeptConnectionsBeyondTheLimitAreClosed(t *testing.T) {
+func TestKeptConnectionsBeyondTheLimitAreClosedUnlessRequestsWait(t *testing.T) {
 	var p idlePool
 	p.max, p.timeout = 1, time.Minute
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	if !p.put(a) || p.put(b) {
-		t.Fatal("a pool of 1 must keep the first connection and refuse the second")
+	a, aPeer := net.Pipe()
+	b, bPeer := net.Pipe()
+	c, cPeer := net.Pipe()
+	for _, nc := range []net.Conn{a, aPeer, b, bPeer, c, cPeer} {
+		defer nc.Close()
 	}
-	if got := p.get(); got != a {
-		t.Fatalf("get = %v, want the kept connection", got)
+	// Requests waiting for a slot are about to take every connection
+	// there is: none is closed for the limit.
+	if !p.put(a, true) || !p.put(b, true) || p.len() != 2 {
+		t.Fatalf("with requests waiting the pool keeps %d of 2 connections", p.len())
+	}
+	// Once none waits, the limit holds again: the newest stays, the
+	// older ones are closed, freeing their php-fpm workers.
+	if !p.put(c, false) || p.len() != 1 {
+		t.Fatalf("with no request waiting a pool of 1 keeps %d connections", p.len())
+	}
+	for name, peer := range map[string]net.Conn{"first": aPeer, "second": bPeer} {
+		peer.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := peer.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Errorf("the %s connection over the limit was not closed: read %v", name, err)
+		}
+	}
+	if got := p.get(); got != c {
+		t.Fatalf("get = %v, want the newest connection", got)
 	}
 	if p.get() != nil {
 		t.Fatal("an empty pool returned a connection")
 	}
 	p.close()
-	if p.put(a) {
+	if p.put(a, false) {
 		t.Error("a closed pool kept a connection")
 	}
 }

@@ -409,7 +409,7 @@ func (q *request) letGoUpstream() {
 	}
 	if reusable {
 		up.SetReadDeadline(time.Time{})
-		if q.c.srv.idle.put(up) {
+		if srv := q.c.srv; srv.idle.put(up, srv.queued.Load() > 0) {
 			return
 		}
 	}
