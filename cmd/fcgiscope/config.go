@@ -70,12 +70,12 @@ type serveConfig struct {
 	// with keepAliveAuto, what checkKeepAlive makes of the pool.
 	upstreamKeepAlive int
 	keepAliveAuto     bool
-	listenAddr   fcgi.Addr
-	listenMode   fs.FileMode
-	upstreamAddr fcgi.Addr
-	logLevel     zerolog.Level
-	errorDetail  diagnostics.Detail
-	trusted      []netip.Prefix
+	listenAddr        fcgi.Addr
+	listenMode        fs.FileMode
+	upstreamAddr      fcgi.Addr
+	logLevel          zerolog.Level
+	errorDetail       diagnostics.Detail
+	trusted           []netip.Prefix
 }
 
 // configError is an invalid setting, reported once at start.

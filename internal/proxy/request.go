@@ -380,5 +380,5 @@ var (
 	// takes them all instead of one each. Only requests in flight hold
 	// one, not idle connections.
 	upstreamReaderPool = sync.Pool{New: func() any { return fcgi.NewReaderSize(nil, 64<<10) }}
-	writerPool = sync.Pool{New: func() any { return fcgi.NewWriterSize(nil, 8<<10) }}
+	writerPool         = sync.Pool{New: func() any { return fcgi.NewWriterSize(nil, 8<<10) }}
 )
