@@ -410,7 +410,7 @@ func TestOpenLoopLatency(t *testing.T) {
 
 	type series struct {
 		achieved, p50, p90, p99, p999, max, lag []float64
-		relayCPU, fpmCPU, nginxCPU                []float64
+		relayCPU, fpmCPU, nginxCPU              []float64
 		errs                                    int
 	}
 	by := func(name string) series {
