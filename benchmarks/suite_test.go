@@ -35,7 +35,7 @@ var (
 	// through every configuration: hello.php shows the relay's cost per
 	// request at its largest share, work.php (about 2 ms of PHP) the share
 	// it has when php-fpm is the bottleneck, as it is in production.
-	scripts = envList("BENCH_SCRIPTS", "hello.php,work.php")
+	scripts = envList("BENCH_SCRIPTS", "hello.php,work.php,page.php")
 	// baselineBin, when set, names another fcgiscope binary (a release, an
 	// earlier commit) to measure next to this checkout's.
 	baselineBin = os.Getenv("BENCH_BASELINE_BIN")
