@@ -34,7 +34,8 @@ var (
 	// scripts are the PHP scripts TestNginxLoadRatios measures, each
 	// through every configuration: hello.php shows the relay's cost per
 	// request at its largest share, work.php (about 2 ms of PHP) the share
-	// it has when php-fpm is the bottleneck, as it is in production.
+	// it has when php-fpm is the bottleneck, as it is in production, and
+	// page.php the cost of a page sent in many records.
 	scripts = envList("BENCH_SCRIPTS", "hello.php,work.php,page.php")
 	// baselineBin, when set, names another fcgiscope binary (a release, an
 	// earlier commit) to measure next to this checkout's.
