@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -63,16 +61,7 @@ func startRelayStack(t *testing.T, downNet, upNet string) *relayStack {
 // accessLines returns fcgiscope's per-request log lines.
 func (s *relayStack) accessLines(t *testing.T) []map[string]any {
 	t.Helper()
-	var lines []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(s.fcgiscope.Output()))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if json.Unmarshal(sc.Bytes(), &m) == nil && m["message"] == "request" {
-			lines = append(lines, m)
-		}
-	}
-	return lines
+	return requestLines(s.fcgiscope)
 }
 
 // waitAccessLines waits up to 5 s for at least n request lines for uri.

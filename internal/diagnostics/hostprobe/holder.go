@@ -191,24 +191,18 @@ type procSocket struct {
 // relative paths. Lines that do not parse are skipped.
 func parseUnixInodes(r io.Reader) ([]procSocket, error) {
 	var socks []procSocket
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		fields, rest := unixFields(sc.Text())
-		if !strings.HasSuffix(fields[0], ":") {
-			continue // the header line, or garbage
-		}
+	err := forEachUnixLine(r, func(fields [7]string, path string) {
 		flags, err1 := strconv.ParseUint(fields[3], 16, 32)
 		inode, err2 := strconv.ParseUint(fields[6], 10, 64)
 		if err1 != nil || err2 != nil || inode == 0 {
-			continue
+			return
 		}
-		path := strings.TrimPrefix(rest, " ")
 		if flags&unixAcceptCon == 0 || path == "" {
-			continue // not listening, or unnamed
+			return // not listening, or unnamed
 		}
 		socks = append(socks, procSocket{inode: inode, path: path})
-	}
-	return socks, sc.Err()
+	})
+	return socks, err
 }
 
 // parseTCPInodes reads the text of /proc/net/tcp or /proc/net/tcp6 (see

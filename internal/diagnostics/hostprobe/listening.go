@@ -98,24 +98,33 @@ const (
 // skipped.
 func parseUnix(r io.Reader) ([]fcgi.Addr, error) {
 	var addrs []fcgi.Addr
+	err := forEachUnixLine(r, func(fields [7]string, path string) {
+		flags, err1 := strconv.ParseUint(fields[3], 16, 32)
+		typ, err2 := strconv.ParseUint(fields[4], 16, 16)
+		if err1 != nil || err2 != nil {
+			return
+		}
+		if flags&unixAcceptCon == 0 || typ != unixSockStream || !strings.HasPrefix(path, "/") {
+			return // not listening, not a stream, abstract (@), unnamed or relative
+		}
+		addrs = append(addrs, fcgi.Addr{Network: "unix", Address: path})
+	})
+	return addrs, err
+}
+
+// forEachUnixLine calls fn with the numeric fields and the path (empty for
+// an unnamed socket) of each socket line of /proc/net/unix, skipping the
+// header and lines that are no socket's.
+func forEachUnixLine(r io.Reader, fn func(fields [7]string, path string)) error {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		fields, rest := unixFields(sc.Text())
 		if !strings.HasSuffix(fields[0], ":") {
 			continue // the header line, or garbage
 		}
-		flags, err1 := strconv.ParseUint(fields[3], 16, 32)
-		typ, err2 := strconv.ParseUint(fields[4], 16, 16)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		path := strings.TrimPrefix(rest, " ")
-		if flags&unixAcceptCon == 0 || typ != unixSockStream || !strings.HasPrefix(path, "/") {
-			continue // not listening, not a stream, abstract (@), unnamed or relative
-		}
-		addrs = append(addrs, fcgi.Addr{Network: "unix", Address: path})
+		fn(fields, strings.TrimPrefix(rest, " "))
 	}
-	return addrs, sc.Err()
+	return sc.Err()
 }
 
 // unixFields splits a line of /proc/net/unix into its seven numeric fields
