@@ -13,14 +13,15 @@ import (
 // query strings are left out.
 func poolSummary(st *fpm.Status, at, now time.Time, full bool) *Pool {
 	busy, _ := st.Busiest()
+	kept := st.Kept()
 	p := &Pool{
 		Name:               st.Pool,
 		ProcessManager:     st.ProcessManager,
 		At:                 at,
 		AgeSeconds:         now.Sub(at).Seconds(),
 		Busy:               busy,
-		Idle:               max(st.TotalProcesses-busy-st.Kept(), 0),
-		Kept:               st.Kept(),
+		Idle:               max(st.TotalProcesses-busy-kept, 0),
+		Kept:               kept,
 		Total:              st.TotalProcesses,
 		ListenQueue:        st.ListenQueue,
 		MaxChildrenReached: st.MaxChildrenReached,
